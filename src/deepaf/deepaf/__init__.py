@@ -1,0 +1,1 @@
+"""DeepAf bringup: the node graph, environment defaults and the `deepaf` command line."""
