@@ -1,20 +1,163 @@
-"""`./deepaf scan`: scan a virtual slide end to end (the scan is built in a later issue)."""
+"""`./deepaf scan`: scan a virtual slide end to end and show where the result is.
+
+Starts the node graph (stage, camera, focus server, planner: each in its own process, exactly
+as `ros2 launch deepaf scan.launch.py` would), sends one ScanSlide goal through
+`deepaf.client`, shows progress, shuts the graph down, and prints the report's summary.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from deepaf.environment import repo_root
+
+#: Default region [mm]: the edge of the tissue on virtual slide 0, so the scan both captures
+#: tissue and skips empty glass; about a dozen 4x fields.
+DEFAULT_REGION_MM = (6.2, 8.4, 10.4, 10.6)
+
+
+def _region(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 in mm, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options."""
+    parser = argparse.ArgumentParser(
+        prog="deepaf scan",
+        description=(
+            "Scan a region of a virtual slide: serpentine fields, tissue detection, single-shot "
+            "focus, full-resolution capture, stitching into slide.tiff (OpenSlide/QuPath), "
+            "thumbnail.png, focus_map.png and report.json."
+        ),
+    )
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: out/scan-YYYYmmdd-HHMMSS)")
+    parser.add_argument("--region-mm", type=_region, default=DEFAULT_REGION_MM,
+                        metavar="X0,Y0,X1,Y1",
+                        help="stage region in mm (default: %(default)s, a tissue edge)")
+    parser.add_argument("--profile", choices=("4x", "20x"), default="4x",
+                        help="optics profile and its shipped model (default: 4x, the paper's)")
+    parser.add_argument("--method", choices=("deepaf", "stack", "fixed"), default="deepaf",
+                        help="focus method (default: deepaf, one prediction + one z move)")
+    parser.add_argument("--protocol", default="lab_a_standard",
+                        help="staining protocol preset of the virtual slide")
+    parser.add_argument("--slide-seed", type=int, default=0, help="which virtual slide")
+    parser.add_argument("--overlap", type=float, default=0.1, help="field overlap, 0..0.5")
+    parser.add_argument("--start-z-um", type=float, default=None,
+                        help="focus z of the first field in um (default: where the stage is)")
+    parser.add_argument("--model", default="", help="focus model checkpoint (default: shipped)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the scan already in --out without redoing tiles")
+    parser.add_argument("--namespace", default="microscope", help="ROS namespace of the graph")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up after [s]")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Say clearly that the scan is not built yet."""
-    argparse.ArgumentParser(
-        prog="deepaf scan",
-        description="Scan a (virtual) slide into a stitched, viewer-ready slide with a report.",
-    ).parse_args(argv)
-    print(
-        "deepaf scan: the scan pipeline (planner, focus server, stitching) is not built yet.\n"
-        "The environment is ready: ./deepaf test runs the test suite, ./deepaf info shows it.",
-        file=sys.stderr,
-    )
-    return 3
+    """Run one scan on the virtual microscope."""
+    from deepaf.runner import GraphRunner
+
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    out = (args.out or repo_root() / "out" / f"scan-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+    x0, y0, x1, y1 = (v * 1e-3 for v in args.region_mm)
+    overrides = {"profile": args.profile, "sim_protocol": args.protocol,
+                 "sim_slide_seed": args.slide_seed}
+    node_overrides = {"focus": {"model": args.model}} if args.model else {}
+    console.print(f"[bold]deepaf scan[/]: {args.profile} virtual slide {args.slide_seed} "
+                  f"({args.protocol}), region {args.region_mm} mm, focus {args.method}")
+    console.print(f"output: {out}")
+    log_dir = out / "logs"
+    start = time.monotonic()
+    with GraphRunner(args.namespace, overrides=overrides, node_overrides=node_overrides,
+                     log_dir=log_dir) as graph:
+        outcome = _run_scan(args, graph, out, (x0, y0), (x1, y1), console)
+    if outcome is None:
+        return 1
+    result = outcome.result
+    if not outcome.ok:
+        console.print(f"[red]scan {outcome.status.value}[/]: {outcome.message}")
+        console.print(f"node logs: {log_dir}")
+        return 1
+    _print_summary(out, console)
+    console.print(f"[green]done[/] in {time.monotonic() - start:.0f} s: {result.tiles_tissue} "
+                  f"tiles captured, {result.tiles_skipped} empty fields skipped")
+    for name in ("slide.tiff", "thumbnail.png", "focus_map.png", "report.json"):
+        if (out / name).is_file():
+            console.print(f"  {out / name}")
+    return 0
+
+
+def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
+    """Send the goal, show progress until it ends; None when the graph failed to start."""
+    import rclpy
+
+    from deepaf.client import DeepAfClient, Outcome, Status
+
+    rclpy.init()
+    try:
+        client = DeepAfClient(args.namespace, server_timeout=60.0)
+        task = client.start_scan(
+            rmin, rmax, str(out), focus_method=args.method, overlap=args.overlap,
+            start_z=None if args.start_z_um is None else args.start_z_um * 1e-6,
+            resume=args.resume, timeout=90.0)
+        if isinstance(task, Outcome):
+            dead = graph.dead()
+            console.print(f"[red]could not start the scan[/]: {task.message}"
+                          + (f"; exited: {', '.join(dead)} (see {out / 'logs'})" if dead else ""))
+            return None
+        deadline = time.monotonic() + args.timeout
+        columns = (TextColumn("{task.description}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total} fields"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            bar = progress.add_task("planning", total=None)
+            while not task.done():
+                fb = task.feedback
+                if fb is not None:
+                    s = fb.status
+                    eta = "" if math.isnan(s.eta) else f", eta {s.eta:.0f} s"
+                    progress.update(bar, total=s.tiles_total or None, completed=s.tiles_done,
+                                    description=f"{s.state:<10} field {s.tile_index + 1}{eta}")
+                if graph.dead():
+                    console.print(f"[red]node(s) exited: {', '.join(graph.dead())}[/]")
+                if time.monotonic() > deadline:
+                    task.cancel()
+                    return Outcome(Status.TIMED_OUT, None, "scan timed out")
+                time.sleep(0.2)
+        return task.wait(30.0)
+    except KeyboardInterrupt:
+        console.print("interrupted: cancelling the scan (resume with --resume)")
+        task.cancel()
+        return task.wait(30.0)
+    finally:
+        rclpy.try_shutdown()
+
+
+def _print_summary(out: Path, console: Console) -> None:
+    """Print the report's summary table."""
+    from deepaf_planner.report import ScanReport
+
+    path = out / "report.json"
+    if path.is_file():
+        ScanReport.read(path).print_summary(console)
+    else:
+        console.print(json.dumps({"warning": f"{path} missing"}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

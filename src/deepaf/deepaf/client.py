@@ -1,0 +1,283 @@
+"""A Python client for DeepAf's actions, for other robots' code (in the spirit of nav2's
+simple commander): verbs, a result enum, error messages, and a total timeout on every wait.
+
+    import rclpy
+    from deepaf.client import DeepAfClient
+
+    rclpy.init()
+    scope = DeepAfClient(namespace="microscope")
+    scope.move_stage(x=0.0075, y=0.0075)                 # metres; unset axes stay put
+    offset = scope.predict_focus().prediction.offset      # from the latest preview
+    scope.move_stage(z=offset, relative=True)
+    frame = scope.capture().image                         # sensor_msgs/Image, 4056x3040
+    outcome = scope.scan_region((0.006, 0.006), (0.009, 0.008), output_dir="/tmp/scan")
+    print(outcome.status, outcome.result.slide_path)
+    scope.close(); rclpy.shutdown()
+
+Non-blocking use: `start_scan(...)` returns a task; poll `task.done()`, read
+`task.feedback`, `task.cancel()`; `task.wait(timeout)` gives the :class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from geometry_msgs.msg import Point
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from deepaf_msgs.action import AcquireFocalStack, MoveStage, PredictFocus, ScanSlide
+from deepaf_msgs.srv import CaptureImage
+
+
+class Status(enum.Enum):
+    """How a request ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the server ran it and reported failure (see message)
+    REJECTED = "rejected"  # the server refused the goal before doing anything
+    CANCELED = "canceled"
+    TIMED_OUT = "timed_out"  # no answer in time; a running goal is cancelled
+    UNAVAILABLE = "unavailable"  # the server is not running
+
+
+@dataclass
+class Outcome:
+    """Result of a request: status, the server's result message (or None) and a message."""
+
+    status: Status
+    result: Any = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.SUCCEEDED
+
+
+class Task:
+    """A running action goal: poll, read feedback, cancel, wait."""
+
+    def __init__(self, client: DeepAfClient, handle: Any, name: str) -> None:
+        self._client, self._handle, self._name = client, handle, name
+        self.feedback: Any = None
+        self._result_future = handle.get_result_async()
+
+    def done(self) -> bool:
+        """True when the goal has finished."""
+        self._client._spin(0.0)
+        return self._result_future.done()
+
+    def cancel(self, timeout: float = 10.0) -> bool:
+        """Request cancellation; True when the server accepted it."""
+        future = self._handle.cancel_goal_async()
+        if not self._client._wait(future, timeout):
+            return False
+        return len(future.result().goals_canceling) > 0
+
+    def wait(self, timeout: float) -> Outcome:
+        """Wait up to `timeout` seconds; a goal still running then is cancelled."""
+        if not self._client._wait(self._result_future, timeout):
+            self.cancel()
+            return Outcome(
+                Status.TIMED_OUT,
+                None,
+                f"{self._name}: no result within {timeout:.0f} s (cancelled)",
+            )
+        wrapped = self._result_future.result()
+        result = wrapped.result
+        message = getattr(result, "message", "")
+        status = {4: Status.SUCCEEDED, 5: Status.CANCELED, 6: Status.FAILED}.get(
+            wrapped.status, Status.FAILED
+        )
+        return Outcome(status, result, message)
+
+
+class DeepAfClient:
+    """Client of one microscope's DeepAf graph.
+
+    Args:
+        namespace: the graph's namespace (launch argument `namespace`).
+        node: an existing node to attach to (default: a private one).
+        server_timeout: seconds to wait for a server to appear.
+    """
+
+    def __init__(
+        self, namespace: str = "microscope", node: Node | None = None, server_timeout: float = 10.0
+    ) -> None:
+        self._own_node = node is None
+        self.node = node or rclpy.create_node("deepaf_client")
+        ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+        self._server_timeout = server_timeout
+        self._executor = SingleThreadedExecutor(context=self.node.context)
+        self._executor.add_node(self.node)
+        self._lock = threading.Lock()
+        self._actions = {
+            "move": ActionClient(self.node, MoveStage, f"{ns}/stage/move"),
+            "predict": ActionClient(self.node, PredictFocus, f"{ns}/focus/predict"),
+            "stack": ActionClient(self.node, AcquireFocalStack, f"{ns}/acquire_focal_stack"),
+            "scan": ActionClient(self.node, ScanSlide, f"{ns}/scan_slide"),
+        }
+        self._capture = self.node.create_client(CaptureImage, f"{ns}/camera/capture")
+
+    # -- plumbing (one place) ------------------------------------------------------------
+    def _spin(self, seconds: float) -> None:
+        with self._lock:
+            self._executor.spin_once(timeout_sec=seconds)
+
+    def _wait(self, future: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._spin(min(left, 0.05))
+        return True
+
+    def _start(self, key: str, goal: Any, timeout: float) -> Task | Outcome:
+        client = self._actions[key]
+        deadline = time.monotonic() + min(timeout, self._server_timeout)
+        while not client.server_is_ready():
+            if time.monotonic() > deadline:
+                return Outcome(
+                    Status.UNAVAILABLE, None, f"{client._action_name}: server not running"
+                )
+            self._spin(0.05)
+        task: list[Task] = []
+        future = client.send_goal_async(
+            goal,
+            feedback_callback=lambda m: setattr(task[0], "feedback", m.feedback) if task else None,
+        )
+        if not self._wait(future, timeout):
+            return Outcome(Status.TIMED_OUT, None, f"{client._action_name}: goal not answered")
+        handle = future.result()
+        if not handle.accepted:
+            return Outcome(Status.REJECTED, None, f"{client._action_name}: goal rejected")
+        task.append(Task(self, handle, client._action_name))
+        return task[0]
+
+    def _run(self, key: str, goal: Any, timeout: float) -> Outcome:
+        started = time.monotonic()
+        task = self._start(key, goal, timeout)
+        if isinstance(task, Outcome):
+            return task
+        return task.wait(max(0.0, timeout - (time.monotonic() - started)))
+
+    # -- verbs ---------------------------------------------------------------------------
+    def move_stage(
+        self,
+        x: float | None = None,
+        y: float | None = None,
+        z: float | None = None,
+        relative: bool = False,
+        timeout: float = 60.0,
+    ) -> Outcome:
+        """Move the stage [m]; axes left None do not move."""
+
+        def axis(v: float | None) -> float:
+            return (0.0 if relative else math.nan) if v is None else float(v)
+
+        goal = MoveStage.Goal(x=axis(x), y=axis(y), z=axis(z), relative=relative)
+        return self._run("move", goal, timeout)
+
+    def predict_focus(
+        self, image: Any = None, focus_z: float = math.nan, timeout: float = 15.0
+    ) -> Outcome:
+        """Predict the offset to best focus of `image` (sensor_msgs/Image) or the next preview."""
+        goal = PredictFocus.Goal(use_latest_preview=image is None, focus_z=focus_z)
+        if image is not None:
+            goal.image = image
+        return self._run("predict", goal, timeout)
+
+    def capture(self, timeout: float = 30.0) -> Outcome:
+        """Full-resolution capture at the current pose."""
+        if not self._capture.wait_for_service(timeout_sec=min(timeout, self._server_timeout)):
+            return Outcome(Status.UNAVAILABLE, None, "camera/capture: camera node not running")
+        future = self._capture.call_async(CaptureImage.Request(timeout=timeout))
+        if not self._wait(future, timeout + 5.0):
+            return Outcome(Status.TIMED_OUT, None, "camera/capture: no answer")
+        response = future.result()
+        status = Status.SUCCEEDED if response.success else Status.FAILED
+        return Outcome(status, response, response.message)
+
+    def acquire_focal_stack(
+        self,
+        output_dir: str,
+        z_range: float,
+        z_step: float,
+        position: tuple[float, float, float] | None = None,
+        crop_size: int = 0,
+        full_resolution: bool = False,
+        protocol: str = "",
+        timeout: float = 600.0,
+    ) -> Outcome:
+        """Capture a z stack into the training dataset format."""
+        goal = AcquireFocalStack.Goal(
+            use_current_position=position is None,
+            z_range=z_range,
+            z_step=z_step,
+            crop_size=crop_size,
+            full_resolution=full_resolution,
+            output_dir=output_dir,
+            protocol=protocol,
+        )
+        if position is not None:
+            goal.position = Point(x=position[0], y=position[1], z=position[2])
+        return self._run("stack", goal, timeout)
+
+    def start_scan(
+        self,
+        region_min: tuple[float, float],
+        region_max: tuple[float, float],
+        output_dir: str,
+        focus_method: str = "deepaf",
+        overlap: float = 0.0,
+        step: float = 0.0,
+        start_z: float | None = None,
+        resume: bool = False,
+        keep_empty_fields: bool = False,
+        timeout: float = 30.0,
+    ) -> Task | Outcome:
+        """Start a scan; returns a :class:`Task` (or an Outcome when it could not start)."""
+        goal = ScanSlide.Goal(
+            region_min=Point(x=region_min[0], y=region_min[1]),
+            region_max=Point(x=region_max[0], y=region_max[1]),
+            overlap=overlap,
+            step=step,
+            focus_method=focus_method,
+            use_start_z=start_z is not None,
+            start_z=start_z or 0.0,
+            output_dir=output_dir,
+            resume=resume,
+            keep_empty_fields=keep_empty_fields,
+        )
+        return self._start("scan", goal, timeout)
+
+    def scan_region(
+        self,
+        region_min: tuple[float, float],
+        region_max: tuple[float, float],
+        output_dir: str,
+        timeout: float = 3600.0,
+        **kwargs: Any,
+    ) -> Outcome:
+        """Scan a region and wait for the result (see :meth:`start_scan` for options)."""
+        started = time.monotonic()
+        task = self.start_scan(region_min, region_max, output_dir, **kwargs)
+        if isinstance(task, Outcome):
+            return task
+        return task.wait(max(0.0, timeout - (time.monotonic() - started)))
+
+    def close(self) -> None:
+        """Release the clients (and the private node)."""
+        for client in self._actions.values():
+            client.destroy()
+        self._executor.remove_node(self.node)
+        if self._own_node:
+            self.node.destroy_node()

@@ -1,0 +1,85 @@
+"""Camera model: lamp, white balance, shot and read noise, binning, gamma, 8-bit.
+
+Input is the optical intensity per channel relative to the lamp through clear glass
+(1.0 = no absorption); output is an 8-bit sRGB-like ``(h, w, 3)`` uint8 image.
+A 4056x3040 sensor (Raspberry Pi HQ class, 1.55 um pixels) gives the full capture; the
+1280x720 preview is the full field of view cropped to 16:9 and binned, so each preview
+pixel collects the light of about ``binning**2`` sensor pixels (less relative noise).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .protocols import Protocol
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """Sensor and processing parameters.
+
+    Attributes:
+        sensor_px: (width, height) of the full-resolution capture.
+        preview_px: (width, height) of the preview stream.
+        full_well_e: electrons at saturation.
+        read_noise_e: read noise (electrons rms) per sensor pixel.
+        glass_level: fraction of full well reached by clear glass in the brightest channel.
+        white_point: processed value that clear glass maps to before gamma.
+        gamma: display gamma.
+        capture_readout_s, preview_frame_s: simulated frame readout / frame period.
+    """
+
+    sensor_px: tuple[int, int] = (4056, 3040)
+    preview_px: tuple[int, int] = (1280, 720)
+    full_well_e: float = 10500.0
+    read_noise_e: float = 3.0
+    glass_level: float = 0.8
+    white_point: float = 0.93
+    gamma: float = 2.2
+    capture_readout_s: float = 0.25
+    preview_frame_s: float = 1 / 30
+
+    @property
+    def preview_binning(self) -> float:
+        """Sensor pixels per preview pixel along one axis."""
+        return self.sensor_px[0] / self.preview_px[0]
+
+    def expose(self, intensity: np.ndarray, protocol: Protocol, binning: float = 1.0,
+               noise: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Turn optical intensity (3, h, w) into an 8-bit RGB image (h, w, 3).
+
+        Args:
+            intensity: float32 transmitted intensity per channel (1.0 = glass).
+            protocol: lamp tint and residual white-balance error.
+            binning: sensor pixels per output pixel along one axis (noise averaging).
+            noise: add shot and read noise.
+            rng: noise source (default: a fresh unseeded generator).
+        """
+        lamp = np.asarray(protocol.lamp_rgb, np.float32)
+        lamp = lamp / lamp.max()
+        # auto white balance on glass removes the lamp tint up to the residual error
+        gain = np.asarray(protocol.wb_error_rgb, np.float32) / lamp
+        scale = (lamp * np.float32(self.glass_level)).reshape(3, 1, 1)
+        e_per_px = self.full_well_e * binning * binning  # electrons at full scale
+        sig = np.asarray(intensity, np.float32) * scale  # fraction of full scale
+        if noise:
+            if rng is None:
+                rng = np.random.default_rng()
+            var = np.maximum(sig, 0) * np.float32(1 / e_per_px)
+            var += np.float32((self.read_noise_e * binning / e_per_px) ** 2)
+            sig = sig + np.sqrt(var) * rng.standard_normal(sig.shape, dtype=np.float32)
+        g = (gain * np.float32(self.white_point / self.glass_level)).reshape(3, 1, 1)
+        v = np.clip(sig * g, 0, 1)
+        lut_in = np.rint(v * np.float32(4095)).astype(np.uint16)
+        out = _gamma_lut(self.gamma)[lut_in]
+        return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+@functools.lru_cache(maxsize=8)
+def _gamma_lut(gamma: float) -> np.ndarray:
+    """12-bit linear -> 8-bit gamma-encoded lookup table."""
+    x = np.arange(4096, dtype=np.float64) / 4095
+    return np.rint(255 * x ** (1 / gamma)).astype(np.uint8)

@@ -1,0 +1,367 @@
+"""Focal-stack dataset writer and reader (format ``deepaf-focal-stack`` version 1).
+
+Layout (documented in docs/dataset-format.md)::
+
+    DIR/dataset.json                 {"format", "version", "stacks": [...], "created_by", "args"}
+    DIR/stack_00000/meta.json        profile, pixel size, protocol (+ params), slide, x, y,
+                                     best_focus_z_m, images: [{"file", "z_m"}, ...]
+    DIR/stack_00000/z_-0010.000um.png  8-bit RGB; the name carries dz = z - best focus (um)
+
+The label of an image is ``best_focus_z_m - z_m`` (metres). A stack counts as written
+only when its meta.json exists; meta.json is written last by atomic rename, so an
+interrupted run leaves finished stacks intact and a re-run with the same arguments
+skips them and redoes partial ones. Stacks are independent: each draws its own slide
+seed, tissue position and protocol from (seed, stack index), so the result does not
+depend on the number of workers or on interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .optics import get_profile
+from .protocols import PROTOCOL_PRESETS, Protocol, get_protocol, random_protocol
+
+FORMAT = "deepaf-focal-stack"
+VERSION = 1
+
+
+class DatasetInterrupted(RuntimeError):
+    """Raised when a dataset run stops early; finished stacks stay valid."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Arguments of one dataset run (SI units).
+
+    Attributes:
+        stacks: number of stacks.
+        protocols: preset names to draw from, or "random" for freshly sampled protocols.
+        range_m: half-width R of the defocus range (dz from -R to +R).
+        step_m: defocus step S.
+        patch: patch side in pixels.
+        seed: master seed.
+        profile: optics profile name.
+        noise: camera noise on.
+    """
+
+    stacks: int
+    protocols: tuple[str, ...] | str
+    range_m: float
+    step_m: float
+    patch: int
+    seed: int = 0
+    profile: str = "20x"
+    noise: bool = True
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with what to change for any bad argument."""
+        if int(self.stacks) < 1:
+            raise ValueError(f"--stacks must be >= 1, got {self.stacks}")
+        if not self.range_m > 0:
+            raise ValueError(f"--range-um must be positive, got {self.range_m * 1e6:g}")
+        if not self.step_m > 0:
+            raise ValueError(f"--step-um must be positive, got {self.step_m * 1e6:g}")
+        if self.step_m > 2 * self.range_m:
+            raise ValueError("--step-um must not exceed twice --range-um")
+        if 2 * self.range_m / self.step_m > 4000:
+            raise ValueError("more than 4000 images per stack; increase --step-um")
+        if int(self.patch) <= 0 or int(self.patch) > 4096:
+            raise ValueError(f"--patch must be in 1..4096 pixels, got {self.patch}")
+        get_profile(self.profile)
+        if self.protocols != "random":
+            if not self.protocols:
+                raise ValueError("--protocols is empty; give preset names or 'random'")
+            for p in self.protocols:
+                get_protocol(p)
+
+    def to_args(self) -> dict:
+        return {
+            "stacks": int(self.stacks),
+            "protocols": self.protocols if isinstance(self.protocols, str)
+            else list(self.protocols),
+            "range_um": self.range_m * 1e6,
+            "step_um": self.step_m * 1e6,
+            "patch": int(self.patch),
+            "seed": int(self.seed),
+            "profile": self.profile,
+            "noise": bool(self.noise),
+        }
+
+
+def stack_name(i: int) -> str:
+    return f"stack_{i:05d}"
+
+
+def dz_file_name(dz_m: float) -> str:
+    """File name for a slice at dz (m): ``z_-0010.000um.png`` / ``z_+0002.500um.png``."""
+    return f"z_{dz_m * 1e6:+09.3f}um.png"
+
+
+def defocus_grid(range_m: float, step_m: float) -> np.ndarray:
+    """dz values from -R to +R (inclusive where the step divides the range), 1 nm rounded."""
+    n = int(np.floor(2 * range_m / step_m + 1e-6))
+    return np.round((-range_m + step_m * np.arange(n + 1)) * 1e9) / 1e9
+
+
+def stack_plan(spec: DatasetSpec, i: int) -> tuple[int, Protocol, np.random.Generator]:
+    """(slide seed, protocol, rng) of stack i; a pure function of (seed, i)."""
+    rng = np.random.default_rng([int(spec.seed), int(i), 0xDA7A])
+    slide_seed = int(rng.integers(0, 2**31 - 1))
+    if spec.protocols == "random":
+        protocol = random_protocol(np.random.default_rng([int(spec.seed), int(i), 0x9207]))
+        protocol = Protocol.from_dict({**protocol.to_dict(),
+                                       "name": f"random_s{spec.seed}_{i:05d}"})
+    else:
+        protocol = get_protocol(spec.protocols[int(rng.integers(len(spec.protocols)))])
+    return slide_seed, protocol, rng
+
+
+def _atomic_write_json(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_stack(out_dir: str | Path, spec: DatasetSpec, i: int) -> str:
+    """Render and write stack i (images first, meta.json last). Returns its name."""
+    from .microscope import VirtualMicroscope
+
+    name = stack_name(i)
+    sdir = Path(out_dir) / name
+    if (sdir / "meta.json").exists():
+        return name
+    sdir.mkdir(parents=True, exist_ok=True)
+    slide_seed, protocol, rng = stack_plan(spec, i)
+    scope = VirtualMicroscope(spec.profile, protocol, slide_seed=slide_seed,
+                              noise_seed=int(rng.integers(1 << 31)))
+    x, y = scope.random_tissue_position(rng)
+    zbest = float(scope.best_focus_z(x, y))
+    dzs = defocus_grid(spec.range_m, spec.step_m)
+    zs = [zbest + float(d) for d in dzs]
+    images = scope.render_stack(x, y, zs, size=int(spec.patch), noise=spec.noise)
+    entries = []
+    for dz, z, img in zip(dzs, zs, images, strict=True):
+        fname = dz_file_name(float(dz))
+        ok = cv2.imwrite(str(sdir / fname), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                         [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise OSError(f"could not write {sdir / fname}")
+        entries.append({"file": fname, "z_m": z})
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "profile": scope.profile.name,
+        "pixel_size_m": scope.pixel_size_m,
+        "protocol": protocol.name,
+        "protocol_params": protocol.to_dict(),
+        "slide": f"sim:seed={slide_seed}",
+        "slide_seed": slide_seed,
+        "x_m": x,
+        "y_m": y,
+        "best_focus_z_m": zbest,
+        "images": entries,
+    }
+    _atomic_write_json(sdir / "meta.json", meta)
+    return name
+
+
+def _worker_init() -> None:
+    from . import microscope
+
+    microscope.set_fft_workers(1)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write_test_", dir=out)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"output directory {str(out)!r} is not writable ({e.strerror}); "
+                         "choose another --out") from None
+
+
+def write_dataset(out_dir: str | Path, spec: DatasetSpec, workers: int = 2,
+                  progress: bool = True,
+                  on_stack: Callable[[str], None] | None = None) -> Path:
+    """Write (or resume) a focal-stack dataset.
+
+    Args:
+        out_dir: output directory (created if needed).
+        spec: what to write.
+        workers: processes (1 = in this process).
+        progress: show a progress bar on stderr.
+        on_stack: called with each finished stack name (in this process).
+
+    Returns:
+        The dataset directory.
+
+    Raises:
+        ValueError: bad arguments, unwritable directory, or an existing dataset there
+            written with different arguments.
+        DatasetInterrupted: the run was interrupted (Ctrl-C); finished stacks are kept,
+            re-run the same command to resume.
+    """
+    spec.validate()
+    if int(workers) < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+    _check_writable(out)
+    names = [stack_name(i) for i in range(int(spec.stacks))]
+    header = {"format": FORMAT, "version": VERSION, "stacks": names,
+              "created_by": "deepaf sim dataset", "args": spec.to_args()}
+    index = out / "dataset.json"
+    if index.exists():
+        try:
+            old = json.loads(index.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{index} is unreadable ({e}); move it away or use a new --out") \
+                from None
+        if old.get("args") != header["args"]:
+            raise ValueError(
+                f"{out} already holds a dataset written with other arguments "
+                f"({old.get('args')}); use a new --out, or the same arguments to resume")
+    else:
+        _atomic_write_json(index, header)
+    todo = [i for i, n in enumerate(names) if not (out / n / "meta.json").exists()]
+    done = len(names) - len(todo)
+    bar = _Progress(len(names), done, enabled=progress)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for i in todo:
+                n = write_stack(out, spec, i)
+                bar.advance()
+                if on_stack:
+                    on_stack(n)
+        else:
+            with ProcessPoolExecutor(max_workers=int(workers), initializer=_worker_init) as ex:
+                futures = [ex.submit(write_stack, out, spec, i) for i in todo]
+                try:
+                    for f in as_completed(futures):
+                        n = f.result()
+                        bar.advance()
+                        if on_stack:
+                            on_stack(n)
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    except KeyboardInterrupt:
+        finished = sum((out / n / "meta.json").exists() for n in names)
+        raise DatasetInterrupted(
+            f"interrupted: {finished} of {len(names)} stacks are complete in {out}; "
+            "re-run the same command to resume (partial stacks are redone)") from None
+    finally:
+        bar.close()
+    return out
+
+
+class _Progress:
+    """A rich progress bar on stderr (silent when disabled or rich is missing)."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self._p = None
+        if not enabled:
+            return
+        try:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+        except ImportError:  # pragma: no cover
+            return
+        self._p = Progress("[progress.description]{task.description}", BarColumn(),
+                           MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                           console=Console(stderr=True), transient=False)
+        self._p.start()
+        self._task = self._p.add_task("focal stacks", total=total, completed=done)
+
+    def advance(self) -> None:
+        if self._p is not None:
+            self._p.advance(self._task)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+# ---------------------------------------------------------------------- reader
+@dataclass(frozen=True)
+class StackRecord:
+    """One stack as read back: its metadata and image paths."""
+
+    path: Path
+    meta: dict
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path / e["file"] for e in self.meta["images"]]
+
+    @property
+    def labels_m(self) -> np.ndarray:
+        """Training labels best_focus_z_m - z_m, one per image."""
+        return np.array([self.meta["best_focus_z_m"] - e["z_m"] for e in self.meta["images"]])
+
+    def load_images(self) -> list[np.ndarray]:
+        """The stack's images as RGB uint8 arrays."""
+        out = []
+        for f in self.files:
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                raise ValueError(f"cannot read image {f}")
+            out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        return out
+
+
+def read_dataset(path: str | Path, complete_only: bool = True) -> list[StackRecord]:
+    """Read a dataset's index and the meta.json of every complete stack.
+
+    Raises:
+        ValueError: not a deepaf focal-stack dataset (or an unsupported version).
+    """
+    root = Path(path)
+    index = root / "dataset.json"
+    if not index.exists():
+        raise ValueError(f"{root} has no dataset.json; is it a deepaf focal-stack dataset?")
+    head = json.loads(index.read_text())
+    if head.get("format") != FORMAT or head.get("version") != VERSION:
+        raise ValueError(f"{index}: format {head.get('format')!r} version "
+                         f"{head.get('version')!r} is not {FORMAT!r} version {VERSION}")
+    out = []
+    for name in head["stacks"]:
+        meta_path = root / name / "meta.json"
+        if not meta_path.exists():
+            if complete_only:
+                continue
+            raise ValueError(f"stack {name} is incomplete; re-run the writer to finish it")
+        out.append(StackRecord(root / name, json.loads(meta_path.read_text())))
+    return out
+
+
+def valid_protocol_names() -> Sequence[str]:
+    return list(PROTOCOL_PRESETS)

@@ -1,0 +1,192 @@
+"""The stage node in its own process over real DDS: limits, cancel, trajectories, e-stop,
+bad configuration."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from deepaf.testing import NodeProcess, spin_until, wait_future
+from deepaf_driver.conversions import JOINT_NAMES, joint_state_to_pose
+from rclpy.action import ActionClient
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+pytestmark = pytest.mark.ros
+
+STAGE = ["-m", "deepaf_driver.stage_node"]
+CENTRE = (7.5e-3, 7.5e-3, 0.0)  # the sim stage's start pose
+
+
+class StageClient:
+    """Test-side handles on one stage node: action client, joint_states, services."""
+
+    def __init__(self, node, namespace: str) -> None:
+        from deepaf_msgs.action import MoveStage
+
+        self.node = node
+        self.MoveStage = MoveStage
+        self.move = ActionClient(node, MoveStage, f"{namespace}/stage/move")
+        self.states: list[JointState] = []
+        node.create_subscription(JointState, f"{namespace}/joint_states", self.states.append, 10)
+        self.services = {
+            name: node.create_client(Trigger, f"{namespace}/stage/{name}")
+            for name in ("home", "stop", "reset_stop")
+        }
+
+    def wait_ready(self, proc: NodeProcess) -> None:
+        assert self.move.wait_for_server(timeout_sec=30), proc.output()
+        spin_until(self.node, lambda: bool(self.states), 10, "joint_states")
+
+    def pose(self) -> tuple[float, float, float]:
+        return joint_state_to_pose(self.states[-1])
+
+    def send(self, timeout: float = 10.0, **goal):
+        return wait_future(
+            self.node, self.move.send_goal_async(self.MoveStage.Goal(**goal)), timeout, "goal"
+        )
+
+    def run(self, timeout: float = 20.0, **goal):
+        handle = self.send(**goal)
+        assert handle.accepted, f"goal {goal} rejected"
+        return wait_future(self.node, handle.get_result_async(), timeout, "result").result
+
+    def call(self, name: str) -> Trigger.Response:
+        client = self.services[name]
+        assert client.wait_for_service(timeout_sec=10)
+        return wait_future(self.node, client.call_async(Trigger.Request()), 10, name)
+
+    def settle(self) -> tuple[float, float, float]:
+        """Let a few joint_states arrive and return the latest pose."""
+        count = len(self.states)
+        spin_until(self.node, lambda: len(self.states) >= count + 3, 5, "joint_states")
+        return self.pose()
+
+
+def _stage(namespace: str, *params: str) -> NodeProcess:
+    args = ["-r", f"__ns:={namespace}", "-p", "backend:=sim"]
+    for p in params:
+        args += ["-p", p]
+    return NodeProcess(STAGE, args)
+
+
+def test_goal_outside_soft_limits_is_rejected_and_stage_stays_put(ros_node, namespace):
+    with _stage(namespace, "z_min:=-0.0001", "time_scale:=0.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        before = stage.pose()
+        for goal in (
+            {"x": 0.02, "y": math.nan, "z": math.nan},  # past the slide
+            {"x": math.nan, "y": math.nan, "z": -0.0002},  # objective towards the slide
+            {"x": math.nan, "y": math.nan, "z": -0.0002, "relative": True},
+            {"x": math.inf, "y": 0.0, "z": 0.0},
+            {"x": 0.001, "y": math.nan, "z": math.nan, "speed_scale": 2.0},
+        ):
+            assert not stage.send(**goal).accepted, goal
+        assert stage.settle() == before
+        assert "outside the soft limits" in proc.output()
+        # inside the limits still works, NaN keeps an axis, relative adds
+        result = stage.run(x=0.008, y=math.nan, z=math.nan)
+        assert result.error_code == stage.MoveStage.Result.CODE_SUCCEEDED, result.message
+        assert (result.position.x, result.position.y) == (0.008, before[1])
+        result = stage.run(x=-0.001, y=0.0, z=math.nan, relative=True)
+        assert math.isclose(result.position.x, 0.007, abs_tol=1e-12)
+        assert stage.settle() == (result.position.x, result.position.y, result.position.z)
+
+
+def test_cancel_mid_move_stops_with_consistent_pose(ros_node, namespace):
+    with _stage(namespace, "time_scale:=1.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        feedback = []
+        handle = wait_future(
+            ros_node,
+            stage.move.send_goal_async(
+                stage.MoveStage.Goal(x=0.0145, y=math.nan, z=math.nan),
+                feedback_callback=lambda m: feedback.append(m.feedback),
+            ),
+            10,
+            "goal",
+        )
+        assert handle.accepted
+        spin_until(ros_node, lambda: len(feedback) >= 10, 10, "feedback while moving")
+        wait_future(ros_node, handle.cancel_goal_async(), 10, "cancel")
+        result = wait_future(ros_node, handle.get_result_async(), 10, "result").result
+        assert result.error_code == stage.MoveStage.Result.CODE_CANCELED
+        reached = (result.position.x, result.position.y, result.position.z)
+        assert CENTRE[0] < reached[0] < 0.0145
+        assert 0 < result.duration < 2.0
+        assert stage.settle() == reached  # joint_states agree with the result
+
+
+def test_malformed_trajectories_are_rejected_and_node_keeps_serving(ros_node, namespace):
+    with _stage(namespace, "time_scale:=0.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        pub = ros_node.create_publisher(JointTrajectory, f"{namespace}/stage/joint_trajectory", 10)
+        spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 10, "trajectory sub")
+
+        def trajectory(names, *points):
+            msg = JointTrajectory(joint_names=list(names))
+            msg.points = [JointTrajectoryPoint(positions=list(p)) for p in points]
+            return msg
+
+        before = stage.pose()
+        bad = [
+            (trajectory(["elbow"], [0.1]), "must be distinct names"),
+            (trajectory(["stage_x", "stage_x"], [0.001, 0.002]), "must be distinct names"),
+            (trajectory(JOINT_NAMES), "no points"),
+            (trajectory(JOINT_NAMES, [0.001, math.nan, 0.0]), "non-finite"),
+            (trajectory(JOINT_NAMES, [0.001, 0.002]), "2 positions for 3 joints"),
+            (trajectory(["focus_z"], [0.0], [-0.01]), "point 1: focus_z target"),
+        ]
+        for msg, reason in bad:
+            pub.publish(msg)
+            spin_until(ros_node, lambda r=reason: r in proc.output(), 10, f"rejection {reason}")
+        assert stage.settle() == before
+        # a good trajectory runs point by point; unnamed joints keep their positions
+        pub.publish(trajectory(["focus_z", "stage_x"], [0.00001, 0.006], [0.00002, 0.005]))
+        spin_until(
+            ros_node,
+            lambda: math.isclose(stage.pose()[0], 0.005, abs_tol=1e-12),
+            10,
+            "trajectory end",
+        )
+        assert stage.pose()[1] == before[1]
+        assert math.isclose(stage.pose()[2], 0.00002, abs_tol=1e-9)
+        assert proc.alive()
+
+
+def test_emergency_stop_aborts_motion_and_refuses_moves_until_reset(ros_node, namespace):
+    with _stage(namespace, "time_scale:=1.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        handle = stage.send(x=0.0005, y=math.nan, z=math.nan)
+        assert handle.accepted
+        spin_until(ros_node, lambda: stage.pose()[0] < 0.0074, 10, "motion")
+        assert stage.call("stop").success
+        result = wait_future(ros_node, handle.get_result_async(), 10, "result").result
+        assert result.error_code == stage.MoveStage.Result.CODE_STOPPED
+        assert not stage.send(x=0.001, y=math.nan, z=math.nan).accepted
+        assert not stage.call("home").success
+        assert stage.call("reset_stop").success
+        home = stage.call("home")
+        assert home.success, home.message
+        assert stage.settle() == CENTRE
+
+
+@pytest.mark.parametrize(
+    ("param", "reason"),
+    [
+        ("backend:=warp_drive", "unknown stage backend 'warp_drive'"),
+        ("publish_rate:=fast", "publish_rate"),
+        ("time_scale:=-1.0", "time_scale"),
+        ("backend:=motorkit", "pip install adafruit-circuitpython-motorkit"),
+    ],
+)
+def test_bad_configuration_exits_non_zero_with_the_reason(param, reason, namespace):
+    with NodeProcess(STAGE, ["-r", f"__ns:={namespace}", "-p", param]) as proc:
+        proc.proc.wait(timeout=30)
+        assert proc.proc.returncode == 2, proc.output()
+        assert reason in proc.output()

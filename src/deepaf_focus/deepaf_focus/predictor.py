@@ -1,0 +1,216 @@
+"""Single-shot focus prediction from one preview image (ROS-free).
+
+Example::
+
+    from deepaf_focus.predictor import FocusPredictor
+    predictor = FocusPredictor.from_checkpoint(None, profile="20x")  # shipped model
+    result = predictor.predict(rgb)          # uint8 (H, W, 3)
+    if result.status == "ok":
+        stage.move_z_by(result.offset_m)     # = best_focus_z - current_z
+
+The field is cut into non-overlapping tiles, tissue tiles are kept (the shared definition in
+:mod:`deepaf_focus.tissue`), each tile is regressed and the median is the answer, as in the
+paper. Empty glass, blank and black frames give ``status="no_tissue"``; non-finite network
+outputs give ``status="invalid"``; malformed images raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .metrics import HALF_DOF_UM
+from .model import DeepAf
+from .tissue import DEFAULT as TISSUE_DEFAULT
+from .tissue import TissueParams, check_rgb, field_tissue_score, select_tissue_patches
+
+__all__ = ["FocusPredictor", "FocusResult", "default_model_path"]
+
+MODEL_DIR_ENV = "DEEPAF_MODEL_DIR"
+
+
+def default_model_path(profile: str = "20x") -> Path:
+    """Path of the shipped model for a profile (``$DEEPAF_MODEL_DIR`` overrides the folder).
+
+    Raises:
+        FileNotFoundError: when no shipped model exists for the profile.
+    """
+    candidates = []
+    if os.environ.get(MODEL_DIR_ENV):
+        candidates.append(Path(os.environ[MODEL_DIR_ENV]))
+    here = Path(__file__).resolve().parent
+    candidates += [here.parent / "models", here / "models"]
+    try:  # installed with colcon: share/deepaf_focus/models
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("deepaf_focus")) / "models")
+    except Exception:  # not a ROS environment, or the package is not installed
+        pass
+    for folder in candidates:
+        path = folder / f"deepaf_{profile}.pt"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no shipped model deepaf_{profile}.pt in {[str(c) for c in candidates]}; pass --model "
+        f"or set {MODEL_DIR_ENV}"
+    )
+
+
+@dataclass
+class FocusResult:
+    """Outcome of one prediction.
+
+    Attributes:
+        status: ``ok``, ``no_tissue`` or ``invalid``.
+        offset_m: Signed z move (m) that brings the field into focus
+            (``best_focus_z - current_z``); 0.0 unless ``status == "ok"``.
+        confidence: 0..1; agreement between tiles, lowered near the edge of the trained range.
+        patch_offsets_m: Per-tile offsets (m).
+        tissue_fraction: Fraction of tissue pixels in the field.
+        message: Human-readable explanation.
+        boxes: (N, 4) ``x, y, w, h`` of the tiles used.
+    """
+
+    status: str
+    offset_m: float
+    confidence: float
+    patch_offsets_m: np.ndarray
+    tissue_fraction: float
+    message: str = ""
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class FocusPredictor:
+    """Wraps a DeepAf model with tissue-tile selection and the median over tiles.
+
+    Args:
+        model: A DeepAf network (put in eval mode here).
+        device: Torch device for inference.
+        max_patches: Most tiles evaluated per field (latency bound).
+        tissue: Tissue-test thresholds.
+        range_um: Offsets the model was trained on (for the confidence), default from the
+            model profile.
+        num_threads: Torch CPU threads (None: leave unchanged).
+    """
+
+    def __init__(
+        self,
+        model: DeepAf,
+        device: str = "cpu",
+        max_patches: int = 8,
+        tissue: TissueParams = TISSUE_DEFAULT,
+        range_um: float | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        if max_patches < 1:
+            raise ValueError(f"max_patches must be >= 1, got {max_patches}")
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.max_patches = max_patches
+        self.tissue = tissue
+        self.patch = model.cfg.patch_size
+        self.profile = model.cfg.profile
+        self.half_dof_um = HALF_DOF_UM.get(self.profile, 0.5)
+        self.range_um = (
+            range_um or float(model.cfg.extra.get("train_range_um", 0.0)) or (24 * self.half_dof_um)
+        )
+        self.checkpoint: dict = {}
+        if num_threads:
+            torch.set_num_threads(num_threads)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path | None = None, profile: str = "20x", device: str = "cpu", **kwargs
+    ) -> FocusPredictor:
+        """Load a checkpoint (None: the shipped model for ``profile``).
+
+        Raises:
+            FileNotFoundError: when the file (or the shipped model) is missing.
+            ValueError: for corrupt, truncated or foreign checkpoints.
+        """
+        path = default_model_path(profile) if path is None else Path(path)
+        model, ckpt = load_model(path, device)
+        pred = cls(model, device=device, **kwargs)
+        pred.checkpoint = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer")}
+        pred.path = path
+        return pred
+
+    @torch.no_grad()
+    def predict_patches(self, patches: np.ndarray) -> np.ndarray:
+        """Offsets (um) for uint8 tiles (N, P, P, 3)."""
+        if len(patches) == 0:
+            return np.zeros(0, np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return self.model(x).float().cpu().numpy()
+
+    def _result(self, status: str, frac: float, msg: str, off=None, boxes=None) -> FocusResult:
+        return FocusResult(
+            status,
+            0.0,
+            0.0,
+            np.zeros(0) if off is None else off,
+            frac,
+            msg,
+            np.zeros((0, 4), np.int64) if boxes is None else boxes,
+        )
+
+    def predict(self, rgb: np.ndarray) -> FocusResult:
+        """Predict the z move that focuses this field.
+
+        Args:
+            rgb: uint8 preview (H, W, 3), at least one tile (``patch_size``) in each dimension.
+
+        Raises:
+            ValueError: for a wrong dtype, channel count or a frame smaller than one tile.
+        """
+        rgb = check_rgb(rgb, min_size=self.patch)
+        frac = field_tissue_score(rgb, self.tissue)
+        if frac < self.tissue.min_field_fraction:
+            return self._result(
+                "no_tissue",
+                frac,
+                f"no tissue in the field ({frac:.1%} tissue "
+                "pixels): empty glass, blank or black frame; move to tissue",
+            )
+        patches, boxes = select_tissue_patches(rgb, self.patch, self.max_patches, self.tissue)
+        if len(patches) == 0:
+            return self._result(
+                "no_tissue",
+                frac,
+                f"no {self.patch}px tile is mostly tissue ({frac:.1%} tissue pixels in the field)",
+            )
+        um = self.predict_patches(patches)
+        off_m = um.astype(np.float64) * 1e-6
+        if not np.all(np.isfinite(um)):
+            return self._result(
+                "invalid",
+                frac,
+                "model produced non-finite outputs; check the checkpoint and the input exposure",
+                off_m,
+                boxes,
+            )
+        med = float(np.median(um))
+        mad = float(np.median(np.abs(um - med))) if len(um) > 1 else self.half_dof_um
+        agree = float(np.exp(-mad / (2 * self.half_dof_um)))
+        in_range = float(np.clip(1.5 - abs(med) / self.range_um, 0.0, 1.0))
+        count = min(1.0, len(um) / 3)
+        conf = float(np.clip(agree * in_range * (0.5 + 0.5 * count), 0.0, 1.0))
+        return FocusResult(
+            "ok",
+            med * 1e-6,
+            conf,
+            off_m,
+            frac,
+            f"median of {len(um)} tissue tiles: {med:+.2f} um",
+            boxes,
+        )

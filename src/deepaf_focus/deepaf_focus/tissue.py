@@ -1,0 +1,174 @@
+"""Tissue detection: the one definition shared by the focus model, the data reader and the planner.
+
+DeepAf only trusts tiles that contain tissue (a colour/saturation filter on HSV) and decides
+whether a whole field is worth focusing on from its HSV statistics. Here a pixel is tissue
+when it is coloured (HSV saturation above ``sat_min``) or clearly absorbs light relative to
+the field's glass level (optical density above ``od_min``), and is neither saturated white
+nor black. Defocused tissue keeps its colour, so the test still works far from focus.
+
+Functions take 8-bit RGB arrays of shape (H, W, 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "TissueParams",
+    "check_rgb",
+    "field_has_tissue",
+    "field_tissue_score",
+    "select_tissue_patches",
+    "tissue_mask",
+]
+
+
+@dataclass(frozen=True)
+class TissueParams:
+    """Thresholds of the tissue test.
+
+    Args:
+        sat_min: HSV saturation (0..1) above which a pixel counts as stained.
+        od_min: Summed RGB optical density relative to the glass level above which a pixel
+            counts as absorbing.
+        dark_max: HSV value (0..1) below which a pixel is black (not tissue: a closed
+            shutter or a dead frame).
+        min_field_fraction: Fraction of tissue pixels for a field to count as tissue.
+        min_patch_fraction: Fraction of tissue pixels for a patch to be used.
+        min_std: Grey-level standard deviation (0..255) below which a frame is blank.
+    """
+
+    sat_min: float = 0.12
+    od_min: float = 0.25
+    dark_max: float = 0.08
+    min_field_fraction: float = 0.02
+    min_patch_fraction: float = 0.25
+    min_std: float = 1.5
+
+
+DEFAULT = TissueParams()
+
+
+def check_rgb(rgb: np.ndarray, min_size: int = 1) -> np.ndarray:
+    """Validate an 8-bit RGB image and return it as a C-contiguous array.
+
+    Raises:
+        ValueError: when it is not a numpy uint8 array of shape (H, W, 3) with H, W >=
+            ``min_size``.
+    """
+    if not isinstance(rgb, np.ndarray):
+        raise ValueError(f"expected a numpy array, got {type(rgb).__name__}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(
+            f"expected dtype uint8 (8-bit RGB), got {rgb.dtype}; convert with "
+            "np.clip(img * 255, 0, 255).astype(np.uint8) for float images in [0, 1]"
+        )
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(
+            f"expected shape (H, W, 3) RGB, got {rgb.shape}; stack grey images to 3 channels "
+            "and drop alpha channels first"
+        )
+    if rgb.shape[0] < min_size or rgb.shape[1] < min_size:
+        raise ValueError(f"image {rgb.shape[1]}x{rgb.shape[0]} is smaller than {min_size}px")
+    return np.ascontiguousarray(rgb)
+
+
+def _glass_level(rgb: np.ndarray) -> np.ndarray:
+    """Per-channel brightness of empty glass: a high percentile, floored to stay sane."""
+    flat = rgb.reshape(-1, 3)
+    if flat.shape[0] > 65536:
+        flat = flat[:: flat.shape[0] // 65536]
+    return np.maximum(np.percentile(flat, 99.0, axis=0), 64.0)
+
+
+def tissue_mask(rgb: np.ndarray, params: TissueParams = DEFAULT) -> np.ndarray:
+    """Boolean (H, W) mask of tissue pixels.
+
+    Args:
+        rgb: uint8 image (H, W, 3).
+        params: Thresholds.
+
+    Raises:
+        ValueError: for images that are not uint8 (H, W, 3).
+    """
+    rgb = check_rgb(rgb)
+    x = rgb.astype(np.float32)
+    vmax = x.max(axis=2)
+    vmin = x.min(axis=2)
+    sat = (vmax - vmin) / np.maximum(vmax, 1.0)
+    glass = _glass_level(rgb).astype(np.float32)
+    od = -np.log10(np.clip((x + 1.0) / (glass + 1.0), 1e-3, 1.0)).sum(axis=2)
+    value = vmax / 255.0
+    return ((sat > params.sat_min) | (od > params.od_min)) & (value > params.dark_max)
+
+
+def field_tissue_score(rgb: np.ndarray, params: TissueParams = DEFAULT) -> float:
+    """Fraction (0..1) of tissue pixels in a field; 0 for blank, all-white or all-black frames.
+
+    Raises:
+        ValueError: for images that are not uint8 (H, W, 3).
+    """
+    rgb = check_rgb(rgb)
+    step = max(1, min(rgb.shape[:2]) // 256)  # a subsampled field is plenty for a score
+    small = rgb[::step, ::step]
+    grey = small.astype(np.float32).mean(axis=2)
+    if grey.std() < params.min_std or grey.mean() < 255 * params.dark_max:
+        return 0.0
+    return float(tissue_mask(small, params).mean())
+
+
+def field_has_tissue(rgb: np.ndarray, params: TissueParams = DEFAULT) -> bool:
+    """Whether a field holds enough tissue to focus on (see :func:`field_tissue_score`)."""
+    return field_tissue_score(rgb, params) >= params.min_field_fraction
+
+
+def select_tissue_patches(
+    rgb: np.ndarray,
+    patch: int,
+    max_patches: int = 16,
+    params: TissueParams = DEFAULT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a field into non-overlapping patches and keep the most tissue-rich ones.
+
+    The grid is centred on the image. Patches with less than ``params.min_patch_fraction``
+    tissue are dropped; of the rest, the ``max_patches`` with the most tissue are returned
+    (ties keep grid order, so the result is deterministic).
+
+    Args:
+        rgb: uint8 field (H, W, 3), H and W >= ``patch``.
+        patch: Patch edge in pixels.
+        max_patches: Upper bound on returned patches.
+        params: Thresholds.
+
+    Returns:
+        ``(patches, boxes)``: uint8 array (N, patch, patch, 3) and int array (N, 4) of
+        ``(x, y, w, h)`` boxes in the image; N may be 0.
+
+    Raises:
+        ValueError: for bad images or an image smaller than one patch.
+    """
+    rgb = check_rgb(rgb)
+    if patch < 1 or max_patches < 1:
+        raise ValueError(f"patch and max_patches must be positive, got {patch}, {max_patches}")
+    h, w = rgb.shape[:2]
+    if h < patch or w < patch:
+        raise ValueError(f"image {w}x{h} is smaller than one {patch}x{patch} patch")
+    empty = (np.zeros((0, patch, patch, 3), np.uint8), np.zeros((0, 4), np.int64))
+    if field_tissue_score(rgb, params) < params.min_field_fraction:
+        return empty
+    mask = tissue_mask(rgb, params)
+    ny, nx = h // patch, w // patch
+    y0, x0 = (h - ny * patch) // 2, (w - nx * patch) // 2
+    m = mask[y0 : y0 + ny * patch, x0 : x0 + nx * patch]
+    frac = m.reshape(ny, patch, nx, patch).mean(axis=(1, 3)).ravel()
+    order = np.argsort(-frac, kind="stable")
+    keep = [i for i in order if frac[i] >= params.min_patch_fraction][:max_patches]
+    if not keep:
+        return empty
+    boxes = np.array(
+        [(x0 + (i % nx) * patch, y0 + (i // nx) * patch, patch, patch) for i in keep], np.int64
+    )
+    patches = np.stack([rgb[y : y + patch, x : x + patch] for x, y, _, _ in boxes])
+    return patches, boxes

@@ -1,0 +1,360 @@
+"""The planner node: serves `scan_slide` (ScanSlide) and `acquire_focal_stack` (AcquireFocalStack).
+
+It is a thin adapter: goals become :class:`ScanRequest`s for the ROS-free
+:class:`deepaf_planner.scanner.Scanner`, which drives the stage, camera and focus server
+through :class:`RosMicroscope`. Publishes `scan/status` (ScanStatus, transient local) and
+`scan/tiles` (ScanTile). One scan at a time: a goal while another runs is aborted with the
+reason before anything moves; so is any goal that fails validation.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from deepaf_driver.conversions import point
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+
+from deepaf_msgs.action import AcquireFocalStack, ScanSlide
+from deepaf_msgs.msg import ScanStatus, ScanTile
+from deepaf_planner.focal_stack import acquire_focal_stack
+from deepaf_planner.outputs import finish_scan, write_partial_report
+from deepaf_planner.report import TileRecord
+from deepaf_planner.ros_microscope import RosMicroscope
+from deepaf_planner.scanner import (
+    HardwareError,
+    Scanner,
+    ScanProgress,
+    ScanRequest,
+)
+from deepaf_planner.sim_truth import profile_optics, sim_truth_from_parameters
+
+
+class PlannerNode(Node):
+    """Scan state machine and focal-stack acquisition over the driver and focus nodes."""
+
+    def __init__(self) -> None:
+        super().__init__("planner")
+        d = ParameterDescriptor
+        p = self.declare_parameter
+        self._profile = p("profile", "4x", d(description="optics profile: 4x | 20x")).value
+        self._method = p(
+            "focus_method", "deepaf", d(description="default focus method: deepaf | stack | fixed")
+        ).value
+        pixel = p(
+            "pixel_size",
+            0.0,
+            d(description="[m] capture pixel at the sample; 0 = from the optics profile"),
+        ).value
+        half_dof = p(
+            "half_dof",
+            0.0,
+            d(description="[m] half the depth of field; 0 = from the optics profile"),
+        ).value
+        optics = profile_optics(self._profile) if not (pixel and half_dof) else None
+        self._pixel = pixel or optics.pixel_size_m
+        self._half_dof = half_dof or optics.half_dof_m
+        self._stack_range = (
+            p(
+                "stack_range",
+                0.0,
+                d(description="[m] half range of the stack focus search; 0 = 4 depths of field"),
+            ).value
+            or 8 * self._half_dof
+        )
+        self._timeouts = {
+            "discovery": p("discovery_timeout", 10.0, d(description="[s]")).value,
+            "move": p("move_timeout", 30.0, d(description="[s]")).value,
+            "preview": p("preview_timeout", 5.0, d(description="[s]")).value,
+            "capture": p("capture_timeout", 60.0, d(description="[s]")).value,
+            "predict": p("predict_timeout", 10.0, d(description="[s]")).value,
+        }
+        preview_time = p(
+            "preview_time",
+            0.033,
+            d(description="[s] exposure time of one preview (simulated clock)"),
+        ).value
+        self._publish_full = p(
+            "publish_full_resolution",
+            False,
+            d(description="also publish every capture on camera/image_full (for recording)"),
+        ).value
+        self._truth = sim_truth_from_parameters(self, self._profile)
+
+        self._scope = RosMicroscope(self, self._timeouts, preview_time)
+        self._scope.publish_full = self._publish_full
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._status_pub = self.create_publisher(ScanStatus, "scan/status", latched)
+        self._tile_pub = self.create_publisher(ScanTile, "scan/tiles", 50)
+        self._busy = threading.Lock()
+        self._scan_id = ""
+        group = ReentrantCallbackGroup()
+        self._scan_server = ActionServer(
+            self,
+            ScanSlide,
+            "scan_slide",
+            execute_callback=self._execute_scan,
+            goal_callback=lambda _: GoalResponse.ACCEPT,
+            cancel_callback=lambda _: CancelResponse.ACCEPT,
+            callback_group=group,
+        )
+        self._stack_server = ActionServer(
+            self,
+            AcquireFocalStack,
+            "acquire_focal_stack",
+            execute_callback=self._execute_stack,
+            goal_callback=lambda _: GoalResponse.ACCEPT,
+            cancel_callback=lambda _: CancelResponse.ACCEPT,
+            callback_group=group,
+        )
+        self._publish_status(ScanProgress("idle", 0, 0, 0, 0, 0, 0.0, math.nan))
+        self.get_logger().info("planner ready: scan_slide, acquire_focal_stack")
+
+    # -- scan ---------------------------------------------------------------------------
+    def _request(self, goal: ScanSlide.Goal) -> ScanRequest:
+        """Translate a goal into a ScanRequest (defaults filled in; limits from the stage)."""
+        limits, (width, height) = self._scope.limits(), self._scope.capture_size()
+        fov = (width * self._pixel, height * self._pixel)
+        if goal.region_min.x == goal.region_max.x and goal.region_min.y == goal.region_max.y:
+            rmin, rmax = (limits.x[0], limits.y[0]), (limits.x[1], limits.y[1])
+        else:
+            rmin, rmax = (
+                (goal.region_min.x, goal.region_min.y),
+                (goal.region_max.x, goal.region_max.y),
+            )
+        if not goal.output_dir:
+            raise ValueError("output_dir is empty: say where the slide should be written")
+        return ScanRequest(
+            region_min=rmin,
+            region_max=rmax,
+            field_of_view=fov,
+            pixel_size=self._pixel,
+            limits=limits,
+            output_dir=Path(goal.output_dir).expanduser().resolve(),
+            overlap=goal.overlap if goal.overlap > 0 else 0.1,
+            step=goal.step if goal.step != 0 else None,
+            focus_method=goal.focus_method or self._method,
+            start_z=goal.start_z if goal.use_start_z else None,
+            resume=goal.resume,
+            keep_empty_fields=goal.keep_empty_fields,
+            stack_range=self._stack_range,
+            half_dof=self._half_dof,
+            refocus_tolerance=2 * self._half_dof,
+        )
+
+    def _execute_scan(self, handle) -> ScanSlide.Result:
+        """Run one scan; every path returns a result with the reason."""
+        result = ScanSlide.Result()
+        if not self._busy.acquire(blocking=False):
+            handle.abort()
+            result.message = f"another scan is running ({self._scan_id}); cancel it or wait"
+            return result
+        start = time.monotonic()
+        try:
+            try:
+                method = handle.request.focus_method or self._method
+                self._scope.check_servers(need_focus=method == "deepaf")
+                req = self._request(handle.request)
+            except (ValueError, HardwareError) as exc:
+                handle.abort()
+                result.message = f"rejected before moving: {exc}"
+                self.get_logger().error(result.message)
+                return result
+            self._scan_id = req.output_dir.name
+            result.output_dir = str(req.output_dir)
+
+            def progress(p: ScanProgress) -> None:
+                msg = self._publish_status(p)
+                handle.publish_feedback(ScanSlide.Feedback(status=msg))
+
+            scanner = Scanner(
+                self._scope,
+                self._truth,
+                progress,
+                self._publish_tile,
+                lambda: handle.is_cancel_requested,
+            )
+            try:
+                machine, tiles, journal = scanner.run(req)
+            except (ValueError, OSError) as exc:
+                handle.abort()
+                result.message = f"rejected before moving: {exc}"
+                self.get_logger().error(result.message)
+                return result
+            report = None
+            if machine.state == "stitching":
+                try:
+                    report = finish_scan(
+                        req, tiles, journal, scanner.sim_seconds, time.monotonic() - start
+                    )
+                    machine.stitched()
+                except (OSError, ValueError, RuntimeError) as exc:
+                    scanner.error = f"stitching failed: {exc}"
+                    machine.fail()
+            if machine.state in ("canceled", "failed"):
+                result.report_path = str(
+                    write_partial_report(
+                        req, tiles, scanner.sim_seconds, time.monotonic() - start, scanner.error
+                    )
+                )
+            self._fill_result(
+                result, tiles, scanner.sim_seconds, time.monotonic() - start, report, req
+            )
+            result.message = scanner.error or "scan complete"
+            if machine.state == "done":
+                result.success = True
+                handle.succeed()
+            elif machine.state == "canceled":
+                handle.canceled()
+            else:
+                handle.abort()
+                self.get_logger().error(f"scan failed: {scanner.error}")
+            self._publish_status(
+                ScanProgress(
+                    machine.state,
+                    0,
+                    result.tiles_total,
+                    len(tiles),
+                    result.tiles_tissue,
+                    result.tiles_skipped,
+                    time.monotonic() - start,
+                    0.0,
+                    result.message,
+                )
+            )
+            return result
+        finally:
+            self._scan_id = ""
+            self._busy.release()
+
+    def _fill_result(
+        self, result, tiles: list[TileRecord], sim_s: float, wall_s: float, report, req: ScanRequest
+    ) -> None:
+        """Counts and paths of the result."""
+        result.tiles_total = len(tiles) if report is None else report["tiles_total"]
+        result.tiles_tissue = sum(t.has_tissue for t in tiles)
+        result.tiles_skipped = sum(not t.has_tissue for t in tiles)
+        result.wall_time = wall_s
+        result.sim_time = sim_s
+        result.within_dof_pct = math.nan
+        if report is not None:
+            result.slide_path = report.get("slide_path", "")
+            result.report_path = report.get("report_path", "")
+            wd = report.get("within_dof_pct")
+            result.within_dof_pct = math.nan if wd is None else float(wd)
+
+    def _publish_status(self, p: ScanProgress) -> ScanStatus:
+        msg = ScanStatus(
+            scan_id=self._scan_id,
+            state=p.state,
+            tile_index=p.tile_index,
+            tiles_total=p.tiles_total,
+            tiles_done=p.tiles_done,
+            tiles_tissue=p.tiles_tissue,
+            tiles_skipped=p.tiles_skipped,
+            elapsed=p.elapsed,
+            eta=p.eta,
+            message=p.message,
+        )
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._status_pub.publish(msg)
+        return msg
+
+    def _publish_tile(self, t: TileRecord) -> None:
+        msg = ScanTile(
+            scan_id=self._scan_id,
+            index=t.index,
+            row=t.row,
+            col=t.col,
+            position=point((t.x_m, t.y_m, t.z_m)),
+            has_tissue=t.has_tissue,
+            tissue_score=t.tissue_score,
+            focus_method=t.focus_method,
+            predicted_offset=t.predicted_offset_m,
+            focus_images=t.focus_images,
+            focus_time=t.focus_time_s,
+            refocused=t.refocused,
+            sharpness=t.sharpness,
+            image_path=t.image_path,
+            true_focus_error=math.nan if t.true_focus_error_m is None else t.true_focus_error_m,
+        )
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = "stage"
+        self._tile_pub.publish(msg)
+
+    # -- focal stack --------------------------------------------------------------------
+    def _execute_stack(self, handle) -> AcquireFocalStack.Result:
+        """Acquire one focal stack into the dataset format."""
+        result = AcquireFocalStack.Result()
+        if not self._busy.acquire(blocking=False):
+            handle.abort()
+            result.message = f"a scan is running ({self._scan_id}); cancel it or wait"
+            return result
+        try:
+            goal = handle.request
+
+            def feedback(done: int, total: int, z: float) -> None:
+                handle.publish_feedback(
+                    AcquireFocalStack.Feedback(images_done=done, images_total=total, current_z=z)
+                )
+
+            try:
+                self._scope.check_servers(need_focus=False)
+                out = acquire_focal_stack(
+                    self._scope,
+                    goal,
+                    self._scope.limits(),
+                    self._profile,
+                    self._pixel,
+                    self._truth,
+                    feedback,
+                    lambda: handle.is_cancel_requested,
+                )
+            except (ValueError, HardwareError, OSError) as exc:
+                handle.abort()
+                result.message = str(exc)
+                self.get_logger().error(f"focal stack failed: {exc}")
+                return result
+            if out is None:
+                handle.canceled()
+                result.message = "canceled on request; the partial stack was removed"
+                return result
+            result.success = True
+            result.stack_dir, result.images = str(out.stack_dir), out.images
+            result.best_focus_z, result.best_focus_source = out.best_focus_z, out.source
+            result.message = f"wrote {out.images} images to {out.stack_dir}"
+            handle.succeed()
+            return result
+        finally:
+            self._busy.release()
+
+    def destroy_node(self) -> None:
+        """Release the action servers and clients."""
+        self._scan_server.destroy()
+        self._stack_server.destroy()
+        self._scope.destroy()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the planner until interrupted."""
+    try:
+        with rclpy.init(args=args):
+            node = PlannerNode()
+            executor = MultiThreadedExecutor(num_threads=6)
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""Stitching: register overlapping tiles, refine their positions, blend them into a slide.
+
+1. **Pairwise registration.** For every pair of grid neighbours the overlap predicted by
+   the stage positions is cut from both tiles, downsampled, Hann-windowed and phase
+   correlated (``cv2.phaseCorrelate``); the peak response is the match confidence. Matches
+   with a low confidence, a flat overlap (glass) or a shift larger than ``max_shift_px``
+   are rejected.
+2. **Global solve.** Tile positions minimise the weighted squared disagreement with the
+   accepted pairwise shifts plus a weak prior pulling every tile to its stage position
+   (so tiles without matches stay where the stage put them). Matches whose residual is
+   implausibly large are dropped and the solve is repeated.
+3. **Blending.** :class:`Mosaic` renders any rectangle on demand with linear feathering
+   (weights ramp down toward each tile's edges), loading tiles lazily through a small
+   cache, so :func:`stitch_slide` streams hundreds of 4056x3040 tiles straight into the
+   pyramidal TIFF. Areas without tiles (skipped fields) are white glass.
+
+Mosaic pixel coordinates: column = +x, row = +y (the virtual microscope's convention);
+``flip_x``/``flip_y`` adapt other cameras.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from rich.progress import Progress
+
+from .slide_writer import SlideInfo, write_pyramidal_tiff
+
+__all__ = [
+    "Match",
+    "Mosaic",
+    "StitchConfig",
+    "StitchTile",
+    "TileCache",
+    "nominal_positions_px",
+    "register_tiles",
+    "solve_positions",
+    "stitch_slide",
+]
+
+ImageLike = np.ndarray | str | Path | Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
+class StitchTile:
+    """A captured tile and where the stage put it.
+
+    Args:
+        index: Scan index (unique).
+        row: Grid row.
+        col: Grid column.
+        x_m: Stage x of the tile centre (m).
+        y_m: Stage y of the tile centre (m).
+        image: The RGB uint8 image, a path to it (PNG/TIFF) or a loader callable.
+    """
+
+    index: int
+    row: int
+    col: int
+    x_m: float
+    y_m: float
+    image: ImageLike
+
+
+@dataclass(frozen=True)
+class StitchConfig:
+    """Registration and blending settings.
+
+    Args:
+        downsample: Registration works on tiles downsampled by this factor (faster, but
+            less precise: about 1-2 px at 2).
+        min_confidence: Phase-correlation peak response below which a match is rejected.
+        min_overlap_std: Grey-level standard deviation (0..255) below which an overlap is
+            too flat (glass) to register.
+        max_shift_px: Largest accepted correction of a stage offset (level-0 pixels);
+            ``None``: a quarter of the overlap width.
+        prior_sigma_px: Standard deviation of the stage positioning error (pixels).
+        match_sigma_px: Standard deviation of a confident match (pixels).
+        residual_px: Matches disagreeing with the solve by more are dropped.
+        feather_px: Width of the blending ramp (pixels); ``None``: the overlap width.
+        flip_x: Mosaic columns run along -x.
+        flip_y: Mosaic rows run along -y.
+        cache_bytes: Decoded tiles kept in memory while rendering.
+    """
+
+    downsample: int = 1
+    min_confidence: float = 0.15
+    min_overlap_std: float = 2.0
+    max_shift_px: float | None = None
+    prior_sigma_px: float = 20.0
+    match_sigma_px: float = 0.5
+    residual_px: float = 3.0
+    feather_px: int | None = None
+    flip_x: bool = False
+    flip_y: bool = False
+    cache_bytes: int = 1536 << 20
+
+
+@dataclass(frozen=True)
+class Match:
+    """A pairwise registration: tile ``b`` sits ``(dy, dx)`` pixels from tile ``a``.
+
+    Args:
+        a: Index of the first tile.
+        b: Index of the second tile.
+        dy: Measured row offset of ``b`` relative to ``a`` (pixels).
+        dx: Measured column offset (pixels).
+        confidence: Phase-correlation peak response (0..1).
+        accepted: Whether the match feeds the global solve.
+        reason: Why it was rejected ("" when accepted).
+    """
+
+    a: int
+    b: int
+    dy: float
+    dx: float
+    confidence: float
+    accepted: bool
+    reason: str = ""
+
+
+def _load(image: ImageLike) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    if callable(image):
+        return np.asarray(image())
+    bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read tile image {image}")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+class TileCache:
+    """Least-recently-used cache of decoded tiles, bounded in bytes.
+
+    Args:
+        tiles: The tiles, by index.
+        max_bytes: Evict the oldest tiles beyond this size (the newest always stays).
+    """
+
+    def __init__(self, tiles: Sequence[StitchTile], max_bytes: int) -> None:
+        self._tiles = {t.index: t for t in tiles}
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.loads = 0
+
+    def get(self, index: int) -> np.ndarray:
+        """The RGB image of tile ``index``.
+
+        Raises:
+            FileNotFoundError: when its file cannot be read.
+            ValueError: when it is not uint8 RGB.
+        """
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        img = _load(self._tiles[index].image)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"tile {index}: expected uint8 (H, W, 3), got {img.dtype} {img.shape}")
+        self.loads += 1
+        self._cache[index] = img
+        while len(self._cache) > 1 and sum(a.nbytes for a in self._cache.values()) > self.max_bytes:
+            self._cache.popitem(last=False)
+        return img
+
+
+def nominal_positions_px(
+    tiles: Sequence[StitchTile], pixel_size_m: float, tile_shape: tuple[int, int],
+    config: StitchConfig = StitchConfig(),
+) -> np.ndarray:  # fmt: skip
+    """Top-left corner (row, col) of each tile in level-0 pixels from its stage position.
+
+    Raises:
+        ValueError: for a non-positive pixel size.
+    """
+    if not pixel_size_m > 0:
+        raise ValueError(f"pixel size must be positive, got {pixel_size_m}")
+    sx = -1.0 if config.flip_x else 1.0
+    sy = -1.0 if config.flip_y else 1.0
+    h, w = tile_shape
+    return np.array(
+        [(sy * t.y_m / pixel_size_m - h / 2, sx * t.x_m / pixel_size_m - w / 2) for t in tiles],
+        dtype=float,
+    ).reshape(-1, 2)
+
+
+def _overlap(d: np.ndarray, shape: tuple[int, int]) -> tuple[slice, slice, slice, slice] | None:
+    """Slices of the overlap in tile a and tile b for b at integer offset ``d`` from a."""
+    h, w = shape
+    dy, dx = round(float(d[0])), round(float(d[1]))
+    r0, r1 = max(0, dy), min(h, h + dy)
+    c0, c1 = max(0, dx), min(w, w + dx)
+    if r1 - r0 < 16 or c1 - c0 < 16:
+        return None
+    return slice(r0, r1), slice(c0, c1), slice(r0 - dy, r1 - dy), slice(c0 - dx, c1 - dx)
+
+
+def _grey_small(img: np.ndarray, factor: int) -> np.ndarray:
+    g = np.ascontiguousarray(img[..., 1])
+    if factor > 1:
+        g = cv2.resize(
+            g, (g.shape[1] // factor, g.shape[0] // factor), interpolation=cv2.INTER_AREA
+        )
+    return g
+
+
+def _neighbour_pairs(tiles: Sequence[StitchTile]) -> list[tuple[int, int]]:
+    """Positions (in ``tiles``) of grid-adjacent pairs (same row next column, next row)."""
+    at = {(t.row, t.col): i for i, t in enumerate(tiles)}
+    pairs = []
+    for (r, c), i in at.items():
+        for nb in ((r, c + 1), (r + 1, c)):
+            if nb in at:
+                pairs.append((i, at[nb]))
+    return sorted(pairs)
+
+
+def register_tiles(
+    tiles: Sequence[StitchTile],
+    nominal_px: np.ndarray,
+    tile_shape: tuple[int, int],
+    config: StitchConfig = StitchConfig(),
+    progress: Progress | None = None,
+) -> list[Match]:
+    """Phase-correlate the overlaps of grid neighbours.
+
+    Each tile is loaded once; only its downsampled overlap strips are kept.
+
+    Args:
+        tiles: The tiles.
+        nominal_px: (N, 2) top-left (row, col) per tile from :func:`nominal_positions_px`.
+        tile_shape: (height, width) of every tile.
+        config: Settings.
+        progress: Optional rich progress to advance per tile.
+
+    Returns:
+        One :class:`Match` per neighbour pair with an overlap, accepted or not.
+    """
+    f = max(1, int(config.downsample))
+    pairs = [(i, j) for i, j in _neighbour_pairs(tiles)
+             if _overlap(nominal_px[j] - nominal_px[i], tile_shape)]  # fmt: skip
+    needs: dict[int, list[tuple[int, int]]] = {}
+    for p in pairs:
+        needs.setdefault(p[0], []).append(p)
+        needs.setdefault(p[1], []).append(p)
+    strips: dict[tuple[tuple[int, int], int], np.ndarray] = {}
+    matches: list[Match] = []
+    task = progress.add_task("registering tiles", total=len(tiles)) if progress else None
+    for k in range(len(tiles)):
+        if k in needs:
+            g = _grey_small(_load(tiles[k].image), f)
+            for p in needs[k]:
+                ra, ca, rb, cb = _overlap(nominal_px[p[1]] - nominal_px[p[0]], tile_shape)
+                rs, cs = (ra, ca) if k == p[0] else (rb, cb)
+                strips[(p, k)] = g[
+                    rs.start // f : rs.stop // f, cs.start // f : cs.stop // f
+                ].copy()
+            for p in needs[k]:
+                if (p, p[0]) in strips and (p, p[1]) in strips:
+                    a, b = strips.pop((p, p[0])), strips.pop((p, p[1]))
+                    matches.append(_match(tiles, p, a, b, nominal_px, tile_shape, f, config))
+        if progress is not None:
+            progress.advance(task)
+    return sorted(matches, key=lambda m: (m.a, m.b))
+
+
+def _match(tiles, p, a, b, nominal_px, tile_shape, f, config) -> Match:
+    """Register two overlap strips; ``b`` should equal ``a`` when the offset is nominal."""
+    ia, ib = tiles[p[0]].index, tiles[p[1]].index
+    d_nom = np.round(nominal_px[p[1]] - nominal_px[p[0]])
+    h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+    a, b = a[:h, :w].astype(np.float32), b[:h, :w].astype(np.float32)
+    if min(a.std(), b.std()) < config.min_overlap_std:
+        return Match(ia, ib, *d_nom, 0.0, False, "flat overlap (glass)")
+    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    (sx, sy), resp = cv2.phaseCorrelate(a, b, win)
+    # b(u) = a(u + s) means b's content sits s further along, so b lies -s*f from nominal
+    d = d_nom - np.array([sy, sx]) * f
+    overlap_w = min(abs(tile_shape[0] - abs(d_nom[0])), abs(tile_shape[1] - abs(d_nom[1])))
+    max_shift = config.max_shift_px if config.max_shift_px is not None else overlap_w / 4
+    if resp < config.min_confidence:
+        return Match(ia, ib, *d, float(resp), False, f"low confidence {resp:.2f}")
+    if math.hypot(sx * f, sy * f) > max_shift:
+        reason = f"shift {math.hypot(sx, sy) * f:.0f} px too large"
+        return Match(ia, ib, *d, float(resp), False, reason)
+    return Match(ia, ib, float(d[0]), float(d[1]), float(resp), True)
+
+
+def solve_positions(
+    nominal_px: np.ndarray, indices: Sequence[int], matches: Sequence[Match],
+    config: StitchConfig = StitchConfig(),
+) -> tuple[np.ndarray, list[Match]]:  # fmt: skip
+    """Least-squares tile positions from accepted matches and the stage-position prior.
+
+    Args:
+        nominal_px: (N, 2) stage-derived top-left positions.
+        indices: Tile index of each row of ``nominal_px``.
+        matches: Pairwise matches (only accepted ones are used).
+        config: Settings (prior/match sigmas, residual threshold).
+
+    Returns:
+        The refined (N, 2) positions and the matches, with those dropped by the residual
+        check marked as rejected.
+    """
+    n = len(nominal_px)
+    pos = {idx: i for i, idx in enumerate(indices)}
+    matches = list(matches)
+    wp = 1.0 / config.prior_sigma_px**2
+    out = nominal_px.astype(float).copy()
+    for _ in range(3):
+        used = [m for m in matches if m.accepted]
+        rows, cols, vals = list(range(n)), list(range(n)), [wp] * n
+        rhs = wp * nominal_px.astype(float)
+        for m in used:
+            i, j = pos[m.a], pos[m.b]
+            wm = max(m.confidence, 1e-3) / config.match_sigma_px**2
+            rows += [i, j, i, j]
+            cols += [i, j, j, i]
+            vals += [wm, wm, -wm, -wm]
+            rhs[i] -= wm * np.array([m.dy, m.dx])
+            rhs[j] += wm * np.array([m.dy, m.dx])
+        a = sp.csc_matrix((vals, (rows, cols)), shape=(n, n))
+        solve = spla.factorized(a)
+        out = np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
+        bad = set()
+        for k, m in enumerate(matches):
+            if m.accepted:
+                r = out[pos[m.b]] - out[pos[m.a]] - np.array([m.dy, m.dx])
+                if math.hypot(*r) > config.residual_px:
+                    bad.add(k)
+        if not bad:
+            break
+        worst = max(bad, key=lambda k: -matches[k].confidence)  # drop the least confident
+        m = matches[worst]
+        matches[worst] = Match(m.a, m.b, m.dy, m.dx, m.confidence, False, "inconsistent")
+    return out, matches
+
+
+def _ramp(n: int, width: int) -> np.ndarray:
+    i = np.arange(n, dtype=np.float32)
+    return np.clip((np.minimum(i, n - 1 - i) + 0.5) / max(width, 1), 0.0, 1.0)
+
+
+@dataclass
+class Mosaic:
+    """Tiles at refined positions, rendered on demand with linear feathering.
+
+    Args:
+        tiles: The tiles.
+        positions_px: (N, 2) top-left (row, col) per tile in level-0 pixels.
+        tile_shape: (height, width) of every tile.
+        feather_px: Width of the blending ramp at each tile edge.
+        bounds_px: ((row0, col0), (row1, col1)) extent of the mosaic; ``None``: the tiles'.
+        cache_bytes: Decoded tiles kept in memory.
+    """
+
+    tiles: Sequence[StitchTile]
+    positions_px: np.ndarray
+    tile_shape: tuple[int, int]
+    feather_px: int
+    bounds_px: tuple[tuple[float, float], tuple[float, float]] | None = None
+    cache_bytes: int = 1536 << 20
+    _origin: np.ndarray = field(init=False, repr=False)
+    _corners: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        h, w = self.tile_shape
+        corners = np.round(np.asarray(self.positions_px, dtype=float)).astype(np.int64)
+        if self.bounds_px is None:
+            lo = corners.min(axis=0) if len(corners) else np.zeros(2, np.int64)
+            hi = corners.max(axis=0) + np.array([h, w]) if len(corners) else np.array([h, w])
+        else:
+            lo = np.floor(np.asarray(self.bounds_px[0], dtype=float)).astype(np.int64)
+            hi = np.ceil(np.asarray(self.bounds_px[1], dtype=float)).astype(np.int64)
+        self._origin = lo
+        self._corners = corners - lo
+        self.shape = (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
+        self._cache = TileCache(self.tiles, self.cache_bytes)
+        self._wy, self._wx = _ramp(h, self.feather_px), _ramp(w, self.feather_px)
+
+    @property
+    def tile_corners_px(self) -> np.ndarray:
+        """(N, 2) integer top-left corners of the tiles in mosaic pixels."""
+        return self._corners.copy()
+
+    def render(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        """Blend the region ``[y0, y0+h) x [x0, x0+w)`` of the mosaic (uint8 RGB)."""
+        th, tw = self.tile_shape
+        acc = np.zeros((h, w, 3), np.float32)
+        wsum = np.zeros((h, w), np.float32)
+        for k, (ty, tx) in enumerate(self._corners):
+            r0, r1 = max(y0, ty), min(y0 + h, ty + th)
+            c0, c1 = max(x0, tx), min(x0 + w, tx + tw)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            img = self._cache.get(self.tiles[k].index)
+            wt = self._wy[r0 - ty : r1 - ty, None] * self._wx[None, c0 - tx : c1 - tx]
+            acc[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += (
+                img[r0 - ty : r1 - ty, c0 - tx : c1 - tx] * wt[..., None]
+            )
+            wsum[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += wt
+        out = np.full((h, w, 3), 255, np.uint8)
+        has = wsum > 0
+        out[has] = np.clip(acc[has] / wsum[has][:, None] + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+
+def stitch_slide(
+    tiles: Sequence[StitchTile],
+    pixel_size_m: float,
+    out_path: str | Path,
+    tile_shape: tuple[int, int] | None = None,
+    covered_min_xy: tuple[float, float] | None = None,
+    covered_max_xy: tuple[float, float] | None = None,
+    config: StitchConfig = StitchConfig(),
+    show_progress: bool = False,
+    tiff_tile: int = 256,
+) -> tuple[SlideInfo, Mosaic, list[Match]]:
+    """Register, blend and write the tiles as a pyramidal tiled TIFF.
+
+    Args:
+        tiles: Captured tiles (skipped fields are simply absent: they render white).
+        pixel_size_m: Level-0 pixel size (m).
+        out_path: The TIFF to write (``slide.tiff``).
+        tile_shape: (height, width) of the tiles; ``None`` reads the first tile.
+        covered_min_xy: Lower stage corner (m) of the area to include, e.g. the scan
+            grid's ``covered_min_xy``; ``None``: the tiles' extent.
+        covered_max_xy: Upper stage corner (m).
+        config: Registration and blending settings.
+        show_progress: Show rich progress bars.
+        tiff_tile: TIFF tile side.
+
+    Returns:
+        The written slide's info, the mosaic (to render other views) and the matches.
+
+    Raises:
+        ValueError: for no tiles, duplicate indices or a bad pixel size.
+    """
+    if not tiles:
+        raise ValueError("no tiles to stitch: every field was skipped or none was captured")
+    if len({t.index for t in tiles}) != len(tiles):
+        raise ValueError("tile indices must be unique")
+    if tile_shape is None:
+        tile_shape = tuple(_load(tiles[0].image).shape[:2])
+    nominal = nominal_positions_px(tiles, pixel_size_m, tile_shape, config)
+    bounds = None
+    if covered_min_xy is not None and covered_max_xy is not None:
+        sx = -1.0 if config.flip_x else 1.0
+        sy = -1.0 if config.flip_y else 1.0
+        ys = sorted(sy * v / pixel_size_m for v in (covered_min_xy[1], covered_max_xy[1]))
+        xs = sorted(sx * v / pixel_size_m for v in (covered_min_xy[0], covered_max_xy[0]))
+        bounds = ((ys[0], xs[0]), (ys[1], xs[1]))
+    with Progress(disable=not show_progress, transient=True) as progress:
+        matches = register_tiles(tiles, nominal, tile_shape, config, progress)
+        positions, matches = solve_positions(nominal, [t.index for t in tiles], matches, config)
+        feather = config.feather_px
+        if feather is None:
+            ov = [min(tile_shape[0] - abs(m.dy), tile_shape[1] - abs(m.dx)) for m in matches]
+            ov = [v for v in ov if v > 0]
+            feather = int(min(ov)) if ov else max(1, min(tile_shape) // 10)
+        mosaic = Mosaic(tiles, positions, tile_shape, feather, bounds, config.cache_bytes)
+        n_strips = -(-mosaic.shape[0] // tiff_tile)
+        task = progress.add_task("writing slide", total=n_strips)
+        info = write_pyramidal_tiff(
+            out_path, mosaic.render, pixel_size_m, mosaic.shape, tile=tiff_tile,
+            on_strip=lambda: progress.advance(task),
+        )  # fmt: skip
+    return info, mosaic, matches
