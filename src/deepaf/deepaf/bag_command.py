@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "record_argv"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--topic", default=None, help="preview topic (default: */camera/image_raw)")
     e.add_argument("--profile", default=None, help="microscope profile (default: from the bag)")
     e.add_argument("--max-patches", type=int, default=8, help="tiles per preview (default 8)")
+    e.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
 
     d = sub.add_parser(
         "to-dataset",
@@ -166,6 +169,28 @@ def _parser() -> argparse.ArgumentParser:
         help="save a centred square crop of PX pixels (default: full frame)",
     )
     return p
+
+
+def record_argv(
+    out: str | Path,
+    namespace: str = "/microscope",
+    info: dict[str, Any] | None = None,
+    compress_full: bool = False,
+    topics: list[str] | None = None,
+) -> list[str]:
+    """argv after the interpreter that records a graph into `out` (for `NodeProcess`).
+
+    `./deepaf scan --record BAG` starts this beside the graph and stops it with SIGINT; pass
+    the simulator's `profile`, `protocol` and `slide_seed` in `info` so `bag eval` has truth.
+    """
+    argv = ["-m", "deepaf.bag_command", "record", "--out", str(out), "--namespace", namespace]
+    for key, value in (info or {}).items():
+        argv += ["--meta", f"{key}={value}"]
+    if compress_full:
+        argv.append("--compress-full")
+    if topics:
+        argv += ["--topics", *topics]
+    return argv
 
 
 def _meta(items: list[str]) -> dict[str, Any]:
@@ -280,11 +305,15 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"bag:       {data['path']}")
-    print(f"messages:  {data['messages']}")
-    print(f"duration:  {data['duration_s']:.3f} s")
-    for key, value in sorted(data["info"].items()):
-        print(f"{key + ':':<11}{value}")
+    rows = [
+        ("bag", data["path"]),
+        ("messages", data["messages"]),
+        ("duration", f"{data['duration_s']:.3f} s"),
+        *sorted(data["info"].items()),
+    ]
+    key_width = max(len(k) for k, _ in rows) + 2
+    for key, value in rows:
+        print(f"{key + ':':<{key_width}}{value}")
     width = max((len(t) for t in data["topics"]), default=5)
     print(f"\n{'topic':<{width}}  {'count':>6}  type")
     for name, t in sorted(data["topics"].items()):
@@ -302,6 +331,7 @@ def _eval(args: argparse.Namespace) -> int:
         topic=args.topic,
         profile=args.profile,
         max_patches=args.max_patches,
+        threads=args.threads,
     )
     print_report(report)
     if args.json:

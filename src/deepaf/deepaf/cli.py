@@ -9,9 +9,12 @@ break the others.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from deepaf.environment import node_environment
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("deepaf_focus.cli:eval_main", "evaluate a focus model: FE, FD, DoF table"),
     "predict": Command("deepaf_focus.cli:predict_main", "predict the focus offset of one image"),
     "bench": Command("deepaf.bench_command:main", "run a benchmark: ./deepaf bench NAME"),
+    "bag": Command("deepaf.bag_command:main", "record, replay, evaluate rosbag2 bags (mcap)"),
     "info": Command("deepaf.test_command:info_main", "show the environment ./deepaf runs in"),
 }
 
@@ -68,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         print(f"deepaf: unknown command '{name}'.\n\n{usage()}", file=sys.stderr)
         return 2
+    # Every DeepAf process uses the same DDS transport settings as the nodes it talks to
+    # (Fast DDS LARGE_DATA participants and default ones do not reliably discover each other).
+    os.environ.update(node_environment(os.environ))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     try:
         func = command.load()
     except (ImportError, AttributeError) as exc:

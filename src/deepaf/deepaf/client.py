@@ -127,6 +127,10 @@ class DeepAfClient:
         self._capture = self.node.create_client(CaptureImage, f"{ns}/camera/capture")
 
     # -- plumbing (one place) ------------------------------------------------------------
+    def spin(self, seconds: float) -> None:
+        """Process incoming messages (feedback, results) for up to `seconds`."""
+        self._spin(seconds)
+
     def _spin(self, seconds: float) -> None:
         with self._lock:
             self._executor.spin_once(timeout_sec=seconds)

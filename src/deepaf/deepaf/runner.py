@@ -107,6 +107,41 @@ class NodeProcess:
         self.stop()
 
 
+def write_node_params(
+    files: Sequence[str],
+    names: Sequence[str],
+    overrides: Mapping[str, object],
+    node_overrides: Mapping[str, Mapping[str, object]],
+    path: Path | None = None,
+) -> Path:
+    """Merge parameter files and overrides into one file keyed `/**/NODE` per node.
+
+    rclpy does not merge a `-p` rule with a parameter file that has an entry for the node (the
+    file's entry wins), so the runner passes everything in one file: for each node, the
+    `/**` and `/**/NODE` (or `NODE`) entries of the files in order, then `overrides`, then
+    `node_overrides[NODE]`.
+    """
+    import yaml
+
+    loaded = [yaml.safe_load(Path(f).read_text()) or {} for f in files]
+    merged: dict[str, dict] = {}
+    for name in names:
+        params: dict[str, object] = {}
+        for content in loaded:
+            for key in ("/**", name, f"/**/{name}"):
+                params.update((content.get(key) or {}).get("ros__parameters", {}))
+        params.update(overrides)
+        params.update(node_overrides.get(name, {}))
+        merged[f"/**/{name}"] = {"ros__parameters": params}
+    if path is None:
+        fd, tmp = tempfile.mkstemp(prefix="deepaf-params-", suffix=".yaml")
+        os.close(fd)
+        path = Path(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(merged, sort_keys=True))
+    return path
+
+
 class GraphRunner:
     """The graph's nodes as child processes; use as a context manager.
 
@@ -131,15 +166,15 @@ class GraphRunner:
     ) -> None:
         files = list(params_files or [default_params_file()])
         self.specs: list[NodeSpec] = [s for s in GRAPH if nodes is None or s.name in nodes]
+        self.params_file = write_node_params(
+            files, [s.name for s in self.specs], overrides or {}, node_overrides or {},
+            None if log_dir is None else Path(log_dir) / "params.yaml")
         self.processes: dict[str, NodeProcess] = {}
         for spec in self.specs:
-            params = {**(overrides or {}), **(node_overrides or {}).get(spec.name, {})}
-            args = ros_arguments(spec, namespace, files, params, log_level)[1:]
+            args = ros_arguments(spec, namespace, [str(self.params_file)], {}, log_level)[1:]
             self.processes[spec.name] = NodeProcess(
-                ["-m", spec.module],
-                args,
-                log_path=None if log_dir is None else Path(log_dir) / f"{spec.name}.log",
-            )
+                ["-m", spec.module], args,
+                log_path=None if log_dir is None else Path(log_dir) / f"{spec.name}.log")
 
     def start(self) -> GraphRunner:
         """Start every node."""

@@ -20,10 +20,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deepaf.environment import repo_root
 
-#: Default region [mm]: the edge of the tissue on virtual slide 0, so the scan both captures
-#: tissue and skips empty glass; about a dozen 4x fields.
-DEFAULT_REGION_MM = (6.2, 8.4, 10.4, 10.6)
-
 
 def _region(text: str) -> tuple[float, float, float, float]:
     try:
@@ -33,6 +29,17 @@ def _region(text: str) -> tuple[float, float, float, float]:
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 in mm, got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def default_region_mm(profile: str, protocol: str, seed: int) -> tuple[float, ...]:
+    """4 x 3 full-resolution fields at the tissue's edge of the virtual slide [mm]."""
+    from deepaf_driver.sim import VirtualMicroscope
+
+    from deepaf.sim_regions import edge_region
+
+    scope = VirtualMicroscope(profile, protocol, slide_seed=seed)
+    (x0, y0), (x1, y1) = edge_region(scope, scope.field_of_view_m, cols=4, rows=3)
+    return (x0 * 1e3, y0 * 1e3, x1 * 1e3, y1 * 1e3)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,24 +52,49 @@ def build_parser() -> argparse.ArgumentParser:
             "thumbnail.png, focus_map.png and report.json."
         ),
     )
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output directory (default: out/scan-YYYYmmdd-HHMMSS)")
-    parser.add_argument("--region-mm", type=_region, default=DEFAULT_REGION_MM,
-                        metavar="X0,Y0,X1,Y1",
-                        help="stage region in mm (default: %(default)s, a tissue edge)")
-    parser.add_argument("--profile", choices=("4x", "20x"), default="4x",
-                        help="optics profile and its shipped model (default: 4x, the paper's)")
-    parser.add_argument("--method", choices=("deepaf", "stack", "fixed"), default="deepaf",
-                        help="focus method (default: deepaf, one prediction + one z move)")
-    parser.add_argument("--protocol", default="lab_a_standard",
-                        help="staining protocol preset of the virtual slide")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: out/scan-YYYYmmdd-HHMMSS)",
+    )
+    parser.add_argument(
+        "--region-mm",
+        type=_region,
+        default=None,
+        metavar="X0,Y0,X1,Y1",
+        help="stage region in mm (default: 4 x 3 fields at the tissue's edge, "
+        "so the scan captures tissue and skips empty glass)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("4x", "20x"),
+        default="4x",
+        help="optics profile and its shipped model (default: 4x, the paper's)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=("deepaf", "stack", "fixed"),
+        default="deepaf",
+        help="focus method (default: deepaf, one prediction + one z move)",
+    )
+    parser.add_argument(
+        "--protocol", default="lab_a_standard", help="staining protocol preset of the virtual slide"
+    )
     parser.add_argument("--slide-seed", type=int, default=0, help="which virtual slide")
     parser.add_argument("--overlap", type=float, default=0.1, help="field overlap, 0..0.5")
-    parser.add_argument("--start-z-um", type=float, default=None,
-                        help="focus z of the first field in um (default: where the stage is)")
+    parser.add_argument(
+        "--start-z-um",
+        type=float,
+        default=None,
+        help="focus z of the first field in um (default: where the stage is)",
+    )
     parser.add_argument("--model", default="", help="focus model checkpoint (default: shipped)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the scan already in --out without redoing tiles")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the scan already in --out without redoing tiles",
+    )
     parser.add_argument("--namespace", default="microscope", help="ROS namespace of the graph")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after [s]")
     return parser
@@ -75,17 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     out = (args.out or repo_root() / "out" / f"scan-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+    if args.region_mm is None:
+        args.region_mm = default_region_mm(args.profile, args.protocol, args.slide_seed)
     x0, y0, x1, y1 = (v * 1e-3 for v in args.region_mm)
-    overrides = {"profile": args.profile, "sim_protocol": args.protocol,
-                 "sim_slide_seed": args.slide_seed}
+    overrides = {
+        "profile": args.profile,
+        "sim_protocol": args.protocol,
+        "sim_slide_seed": args.slide_seed,
+    }
     node_overrides = {"focus": {"model": args.model}} if args.model else {}
-    console.print(f"[bold]deepaf scan[/]: {args.profile} virtual slide {args.slide_seed} "
-                  f"({args.protocol}), region {args.region_mm} mm, focus {args.method}")
+    region = ", ".join(f"{v:.2f}" for v in args.region_mm)
+    console.print(
+        f"[bold]deepaf scan[/]: {args.profile} virtual slide {args.slide_seed} "
+        f"({args.protocol}), region ({region}) mm, focus {args.method}"
+    )
     console.print(f"output: {out}")
     log_dir = out / "logs"
     start = time.monotonic()
-    with GraphRunner(args.namespace, overrides=overrides, node_overrides=node_overrides,
-                     log_dir=log_dir) as graph:
+    with GraphRunner(
+        args.namespace, overrides=overrides, node_overrides=node_overrides, log_dir=log_dir
+    ) as graph:
         outcome = _run_scan(args, graph, out, (x0, y0), (x1, y1), console)
     if outcome is None:
         return 1
@@ -95,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"node logs: {log_dir}")
         return 1
     _print_summary(out, console)
-    console.print(f"[green]done[/] in {time.monotonic() - start:.0f} s: {result.tiles_tissue} "
-                  f"tiles captured, {result.tiles_skipped} empty fields skipped")
+    console.print(
+        f"[green]done[/] in {time.monotonic() - start:.0f} s: {result.tiles_tissue} "
+        f"tiles captured, {result.tiles_skipped} empty fields skipped"
+    )
     for name in ("slide.tiff", "thumbnail.png", "focus_map.png", "report.json"):
         if (out / name).is_file():
             console.print(f"  {out / name}")
@@ -113,17 +156,29 @@ def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
     try:
         client = DeepAfClient(args.namespace, server_timeout=60.0)
         task = client.start_scan(
-            rmin, rmax, str(out), focus_method=args.method, overlap=args.overlap,
+            rmin,
+            rmax,
+            str(out),
+            focus_method=args.method,
+            overlap=args.overlap,
             start_z=None if args.start_z_um is None else args.start_z_um * 1e-6,
-            resume=args.resume, timeout=90.0)
+            resume=args.resume,
+            timeout=90.0,
+        )
         if isinstance(task, Outcome):
             dead = graph.dead()
-            console.print(f"[red]could not start the scan[/]: {task.message}"
-                          + (f"; exited: {', '.join(dead)} (see {out / 'logs'})" if dead else ""))
+            console.print(
+                f"[red]could not start the scan[/]: {task.message}"
+                + (f"; exited: {', '.join(dead)} (see {out / 'logs'})" if dead else "")
+            )
             return None
         deadline = time.monotonic() + args.timeout
-        columns = (TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} fields"), TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} fields"),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=console, transient=False) as progress:
             bar = progress.add_task("planning", total=None)
             while not task.done():
@@ -131,8 +186,12 @@ def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
                 if fb is not None:
                     s = fb.status
                     eta = "" if math.isnan(s.eta) else f", eta {s.eta:.0f} s"
-                    progress.update(bar, total=s.tiles_total or None, completed=s.tiles_done,
-                                    description=f"{s.state:<10} field {s.tile_index + 1}{eta}")
+                    progress.update(
+                        bar,
+                        total=s.tiles_total or None,
+                        completed=s.tiles_done,
+                        description=f"{s.state:<10} field {s.tile_index + 1}{eta}",
+                    )
                 if graph.dead():
                     console.print(f"[red]node(s) exited: {', '.join(graph.dead())}[/]")
                 if time.monotonic() > deadline:

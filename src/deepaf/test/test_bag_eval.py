@@ -79,7 +79,7 @@ def sim_bag(tmp_path_factory, scope, models) -> Path:
     from deepaf_focus.predictor import FocusPredictor
 
     store = deepaf_typestore()
-    predictor = FocusPredictor.from_checkpoint(models[0], profile="20x")
+    predictor = FocusPredictor.from_checkpoint(models[0], profile="20x", num_threads=1)
     pred_type = store.types["deepaf_msgs/msg/FocusPrediction"]
     path = tmp_path_factory.mktemp("bags") / "sim"
     with BagWriter(path, SIM) as writer:
@@ -134,7 +134,7 @@ def test_eval_json_layout_labels_and_recorded(sim_bag, models, tmp_path):
     from deepaf_focus.predictor import FocusPredictor
 
     out = tmp_path / "eval.json"
-    report = evaluate_bag(sim_bag, models=[models[0]], json_path=out)
+    report = evaluate_bag(sim_bag, models=[models[0]], json_path=out, threads=1)
     assert json.loads(out.read_text()) == report
     assert list(report)[:3] == ["splits", "model", "data"]  # ./deepaf eval's layout
     assert report["model"] == str(models[0]) and report["data"] == [str(sim_bag)]
@@ -143,7 +143,7 @@ def test_eval_json_layout_labels_and_recorded(sim_bag, models, tmp_path):
     assert tuple(metrics) == KEYS
     assert metrics["n"] == 3
     # labels are best_focus_z - z from the simulator: -dz
-    predictor = FocusPredictor.from_checkpoint(models[0], profile="20x")
+    predictor = FocusPredictor.from_checkpoint(models[0], profile="20x", num_threads=1)
     pred = np.array([predictor.predict(rgb).offset_m * 1e6 for rgb in _images(3)])
     err = np.abs(pred - (-np.array(DZ_UM)))
     assert metrics["fe_um_mean"] == pytest.approx(err.mean(), abs=1e-6)
@@ -155,7 +155,16 @@ def test_eval_json_layout_labels_and_recorded(sim_bag, models, tmp_path):
 
 def test_eval_compares_two_models_from_the_command_line(sim_bag, models, tmp_path, capsys):
     out = tmp_path / "two.json"
-    argv = ["eval", str(sim_bag), "--model", str(models[0]), "--model", str(models[1])]
+    argv = [
+        "eval",
+        str(sim_bag),
+        "--model",
+        str(models[0]),
+        "--model",
+        str(models[1]),
+        "--threads",
+        "1",
+    ]
     assert bag_main([*argv, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "previews/s" in text and "| same protocol |" in text
@@ -173,12 +182,12 @@ def test_eval_without_previews_or_truth(tmp_path, models):
         writer.add_topic("/m/joint_states", "sensor_msgs/msg/JointState")
         writer.write_msg("/m/joint_states", 1, _joint(store, (0, 0, 0), 1))
     with pytest.raises(BagError, match=r"joints: no preview topic \(\*/camera/image_raw\)"):
-        evaluate_bag(bag, models=[models[0]])
+        evaluate_bag(bag, models=[models[0]], threads=1)
     bag = tmp_path / "no_truth"
     with BagWriter(bag, {"namespace": "/m"}) as writer:
         writer.add_topic("/m/camera/image_raw", "sensor_msgs/msg/Image")
         writer.write_msg("/m/camera/image_raw", 1, _image(store, _images(1)[0], 1))
-    report = evaluate_bag(bag, models=[models[0]])
+    report = evaluate_bag(bag, models=[models[0]], threads=1)
     assert report["splits"] == {} and report["ground_truth"] is None
     assert report["previews"] == 1
 

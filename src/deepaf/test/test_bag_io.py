@@ -249,3 +249,57 @@ def test_bad_metadata_names_metadata_yaml(tmp_path):
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 9}\n")
     with pytest.raises(BagError, match=r"metadata\.yaml: invalid \(A metadata key is missing"):
         BagReader(bag)
+
+
+def test_sqlite3_bag_from_elsewhere_reads(tmp_path):
+    """Bags recorded by `ros2 bag record` with the sqlite3 storage read too."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    with Writer(tmp_path / "db", version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection(
+            "/m/joint_states", "sensor_msgs/msg/JointState", typestore=store
+        )
+        header = store.types["std_msgs/msg/Header"](
+            store.types["builtin_interfaces/msg/Time"](1, 2), ""
+        )
+        msg = store.types["sensor_msgs/msg/JointState"](
+            header, ["focus_z"], np.array([3e-6]), np.zeros(0), np.zeros(0)
+        )
+        writer.write(conn, 5, store.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
+    with BagReader(tmp_path / "db") as reader:
+        (only,) = list(reader.messages())
+        assert reader.deserialize(only).position[0] == 3e-6
+        assert reader.find_topic("joint_states") == "/m/joint_states"
+
+
+def test_reading_streams_one_chunk_at_a_time(tmp_path):
+    """Reading and decoding every image of a bag never holds more than a few images."""
+    import tracemalloc
+
+    from deepaf.bags.images import decode_image
+
+    store = deepaf_typestore()
+    image = store.types[IMAGE]
+    header = store.types["std_msgs/msg/Header"](
+        store.types["builtin_interfaces/msg/Time"](0, 0), ""
+    )
+    frame = np.random.default_rng(0).integers(0, 255, 512 * 512 * 3, dtype=np.uint8)
+    with BagWriter(tmp_path / "big") as writer:
+        writer.add_topic("/m/camera/image_raw", IMAGE)
+        for i in range(48):
+            writer.write_msg(
+                "/m/camera/image_raw", i, image(header, 512, 512, "rgb8", 0, 1536, frame)
+            )
+    one = frame.nbytes
+    tracemalloc.start()
+    try:
+        with BagReader(tmp_path / "big") as reader:
+            n = 0
+            for msg in reader.messages():
+                rgb = decode_image(reader.deserialize(msg), msg.msgtype)
+                n += int(rgb.shape[0] == 512)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 48
+    # a chunk holds ~2 of these images; the reader copies it twice, decoding adds one image
+    assert peak < 12 * one, f"peak {peak / 1e6:.1f} MB reading a 38 MB bag of 0.79 MB images"

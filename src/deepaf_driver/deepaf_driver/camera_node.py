@@ -1,7 +1,8 @@
 """Camera node `camera`: preview stream, full-resolution capture service, diagnostics.
 
 Topics (relative, so a namespace per microscope works):
-    camera/image_raw (sensor_msgs/Image, sensor-data QoS), camera/camera_info (CameraInfo),
+    camera/image_raw (sensor_msgs/Image) and camera/camera_info (CameraInfo), both reliable
+    keep-last 5 (`deepaf_driver.qos.PREVIEW_QOS`: best effort loses large frames),
     joint_states (subscribed: the pose the sim renders at, and stage_position of captures),
     /diagnostics.
 Services: camera/capture (deepaf_msgs/CaptureImage).
@@ -17,6 +18,11 @@ import math
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+
 from deepaf_driver.backends import camera_class
 from deepaf_driver.backends.base import CameraBackend, Pose
 from deepaf_driver.conversions import (
@@ -27,14 +33,27 @@ from deepaf_driver.conversions import (
     joint_state_to_pose,
     point,
 )
-from deepaf_driver.node_support import declare, diagnostic_array, exit_with, run_node
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, JointState
-
+from deepaf_driver.node_support import Param, declare_all, diagnostic_array, exit_with, run_node
+from deepaf_driver.qos import PREVIEW_QOS
 from deepaf_msgs.srv import CaptureImage
+
+PARAMETERS = (
+    Param("backend", "sim", "camera backend: sim | opencv | picamera2 | package.module:Class"),
+    Param("frame_id", OPTICAL_FRAME, "optical frame of images and camera_info"),
+    Param("preview_width", 1280, "preview width [px]", (16, 8192)),
+    Param("preview_height", 720, "preview height [px]", (16, 8192)),
+    Param("preview_rate", 30.0, "preview frame rate [Hz]", (0.1, 120.0)),
+    Param("capture_width", 4056, "capture width [px]", (16, 16384)),
+    Param("capture_height", 3040, "capture height [px]", (16, 16384)),
+    Param("capture_timeout", 10.0, "capture timeout when a request gives 0 [s]", (0.1, 600.0)),
+    Param("focal_length_px", 0.0, "fx = fy in camera_info [px]; 0 = uncalibrated", (0.0, 1e6)),
+    Param("profile", "4x", "sim: optics profile (4x | 20x)"),
+    Param("sim_protocol", "lab_a_standard", "sim: staining protocol preset"),
+    Param("sim_slide_seed", 0, "sim: which virtual slide", (0, 2**31 - 1)),
+    Param("noise", True, "sim: shot and read noise (false: exactly reproducible frames)"),
+    Param("sim_fault", "", "sim: injected fault for tests ('' | hang_capture | hang_preview)"),
+    Param("device", "0", "opencv: V4L2 index or device path"),
+)
 
 
 class CameraNode(Node):
@@ -42,111 +61,26 @@ class CameraNode(Node):
 
     def __init__(self) -> None:
         super().__init__("camera")
-        self._backend_name = declare(
-            self,
-            "backend",
-            "sim",
-            "camera backend: sim | opencv | picamera2 | module:Class",
-            read_only=True,
-        )
-        self._frame_id = declare(self, "frame_id", OPTICAL_FRAME, "optical frame of images")
-        preview = (
-            declare(
-                self,
-                "preview_width",
-                1280,
-                "preview width [px]",
-                read_only=True,
-                int_range=(16, 8192),
-            ),
-            declare(
-                self,
-                "preview_height",
-                720,
-                "preview height [px]",
-                read_only=True,
-                int_range=(16, 8192),
-            ),
-        )
-        capture = (
-            declare(
-                self,
-                "capture_width",
-                4056,
-                "capture width [px]",
-                read_only=True,
-                int_range=(16, 16384),
-            ),
-            declare(
-                self,
-                "capture_height",
-                3040,
-                "capture height [px]",
-                read_only=True,
-                int_range=(16, 16384),
-            ),
-        )
-        self._rate = declare(
-            self,
-            "preview_rate",
-            30.0,
-            "preview frame rate [Hz]",
-            read_only=True,
-            float_range=(0.1, 120.0),
-        )
-        self._default_timeout = declare(
-            self,
-            "capture_timeout",
-            10.0,
-            "capture timeout [s] when a request gives 0",
-            float_range=(0.1, 600.0),
-        )
-        self._focal_px = declare(
-            self,
-            "focal_length_px",
-            0.0,
-            "fx = fy in CameraInfo [px]; 0 = uncalibrated (K all zero)",
-            float_range=(0.0, 1e6),
-        )
-        sim = {
-            "profile": declare(
-                self, "profile", "4x", "sim: optics profile (4x | 20x)", read_only=True
-            ),
-            "protocol": declare(
-                self,
-                "sim_protocol",
-                "lab_a_standard",
-                "sim: staining protocol preset",
-                read_only=True,
-            ),
-            "slide_seed": declare(
-                self,
-                "sim_slide_seed",
-                0,
-                "sim: virtual slide identity",
-                read_only=True,
-                int_range=(0, 2**31 - 1),
-            ),
-            "noise": declare(self, "noise", True, "sim: shot and read noise", read_only=True),
-            "fault": declare(
-                self,
-                "sim_fault",
-                "",
-                "sim: injected fault for tests ('' | hang_capture | hang_preview)",
-                read_only=True,
-            ),
-        }
-        device = declare(self, "device", "0", "opencv: V4L2 index or device path", read_only=True)
-
-        cls = camera_class(self._backend_name)
-        sizes = {"preview_size": preview, "capture_size": capture}
+        p = declare_all(self, PARAMETERS)
+        self._backend_name = p["backend"]
+        self._frame_id = p["frame_id"]
+        self._rate = p["preview_rate"]
+        self._default_timeout = p["capture_timeout"]
+        self._focal_px = p["focal_length_px"]
+        preview = (p["preview_width"], p["preview_height"])
+        capture = (p["capture_width"], p["capture_height"])
+        config = {"preview_size": preview, "capture_size": capture}
         if self._backend_name == "sim":
-            config = {**sizes, **sim}
+            config.update(
+                profile=p["profile"],
+                protocol=p["sim_protocol"],
+                slide_seed=p["sim_slide_seed"],
+                noise=p["noise"],
+                fault=p["sim_fault"],
+            )
         elif self._backend_name == "opencv":
-            config = {**sizes, "device": device}
-        else:
-            config = sizes
-        self._backend: CameraBackend = cls(**config)
+            config["device"] = p["device"]
+        self._backend: CameraBackend = camera_class(self._backend_name)(**config)
 
         self._pose: Pose = NAN_POSE
         self._closing = threading.Event()
@@ -156,10 +90,8 @@ class CameraNode(Node):
         self._last_error = ""
         self._fps = 0.0
 
-        self._image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
-        self._info_pub = self.create_publisher(
-            CameraInfo, "camera/camera_info", qos_profile_sensor_data
-        )
+        self._image_pub = self.create_publisher(Image, "camera/image_raw", PREVIEW_QOS)
+        self._info_pub = self.create_publisher(CameraInfo, "camera/camera_info", PREVIEW_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, 10)
         self.create_service(
@@ -313,16 +245,18 @@ class CameraNode(Node):
         self._diag_pub.publish(diagnostic_array(self, level, message, self._backend_name, values))
 
     def destroy_node(self) -> None:
-        """Stop the preview thread and close the camera."""
-        self._closing.set()
-        self._backend.stop()
-        self._preview_thread.join(timeout=2.0)
+        """Stop the preview thread and close the camera (if the constructor got that far)."""
+        thread = getattr(self, "_preview_thread", None)
+        if thread is not None:
+            self._closing.set()
+            self._backend.stop()
+            thread.join(timeout=2.0)
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
     """Run the camera node until interrupted (exit status 2 on bad configuration)."""
-    exit_with(run_node(CameraNode, args))
+    exit_with(run_node(CameraNode, args, "camera"))
 
 
 if __name__ == "__main__":

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import rclpy
-from deepaf_driver.backends.base import BackendError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+
+from deepaf_driver.backends.base import BackendError
 
 #: Errors that mean "bad configuration": the node exits with status 2 and the reason.
 CONFIG_ERRORS = (ParameterException, ValueError, BackendError)
@@ -27,31 +29,38 @@ CONFIG_ERRORS = (ParameterException, ValueError, BackendError)
 EXIT_CONFIG_ERROR = 2
 
 
-def declare(
-    node: Node,
-    name: str,
-    default: Any,
-    description: str,
-    *,
-    read_only: bool = False,
-    float_range: tuple[float, float] | None = None,
-    int_range: tuple[int, int] | None = None,
-) -> Any:
-    """Declare a parameter with a descriptor and return its value.
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: name, default (which fixes its type), description with unit.
+
+    `bounds` becomes the descriptor's integer or floating-point range (by the default's
+    type). Parameters are read once at start, so they are read-only unless `read_only=False`.
+    """
+
+    name: str
+    default: Any
+    description: str
+    bounds: tuple[float, float] | None = None
+    read_only: bool = True
+
+
+def declare_all(node: Node, params: Sequence[Param]) -> dict[str, Any]:
+    """Declare every parameter with its descriptor and return {name: value}.
 
     Raises:
         rclpy.exceptions.ParameterException: an override of the wrong type or out of range.
     """
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
-    if float_range is not None:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=float(float_range[0]), to_value=float(float_range[1]))
-        ]
-    if int_range is not None:
-        descriptor.integer_range = [
-            IntegerRange(from_value=int(int_range[0]), to_value=int(int_range[1]))
-        ]
-    return node.declare_parameter(name, default, descriptor).value
+    values = {}
+    for p in params:
+        descriptor = ParameterDescriptor(description=p.description, read_only=p.read_only)
+        if p.bounds is not None and isinstance(p.default, int):
+            lo, hi = (int(b) for b in p.bounds)
+            descriptor.integer_range = [IntegerRange(from_value=lo, to_value=hi)]
+        elif p.bounds is not None:
+            lo, hi = (float(b) for b in p.bounds)
+            descriptor.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi)]
+        values[p.name] = node.declare_parameter(p.name, p.default, descriptor).value
+    return values
 
 
 def diagnostic_array(
@@ -70,18 +79,21 @@ def diagnostic_array(
     return array
 
 
-def run_node(factory: Callable[[], Node], args: Sequence[str] | None, threads: int = 4) -> int:
+def run_node(
+    factory: Callable[[], Node], args: Sequence[str] | None, name: str, threads: int = 4
+) -> int:
     """Create the node and spin it on a MultiThreadedExecutor until shutdown.
 
     Returns 0 after a normal shutdown (Ctrl-C, SIGINT, external shutdown) and
-    `EXIT_CONFIG_ERROR` when the configuration is refused; the reason goes to the log.
+    `EXIT_CONFIG_ERROR` when the configuration is refused; the reason goes to the log of
+    the logger `name` (the node's name).
     """
     try:
         with rclpy.init(args=args):
             try:
                 node = factory()
             except CONFIG_ERRORS as exc:
-                rclpy.logging.get_logger("deepaf_driver").fatal(f"cannot start: {exc}")
+                rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
                 return EXIT_CONFIG_ERROR
             executor = MultiThreadedExecutor(num_threads=threads)
             executor.add_node(node)

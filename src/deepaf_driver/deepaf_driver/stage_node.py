@@ -18,10 +18,6 @@ from __future__ import annotations
 import math
 import threading
 
-from deepaf_driver.backends import stage_class
-from deepaf_driver.backends.base import BackendError, Limits, MoveResult, Pose, StageBackend
-from deepaf_driver.conversions import JOINT_NAMES, joint_state, point
-from deepaf_driver.node_support import declare, diagnostic_array, exit_with, run_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -30,10 +26,48 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from deepaf_driver.backends import stage_class
+from deepaf_driver.backends.base import BackendError, Limits, MoveResult, Pose, StageBackend
+from deepaf_driver.conversions import JOINT_NAMES, joint_state, point
+from deepaf_driver.node_support import Param, declare_all, diagnostic_array, exit_with, run_node
 from deepaf_msgs.action import MoveStage
 
 _AXES = ("x", "y", "z")
-_DEFAULT_LIMITS = {"x": (0.0, 15e-3), "y": (0.0, 15e-3), "z": (-500e-6, 500e-6)}
+
+
+PARAMETERS = (
+    Param("backend", "sim", "stage backend: sim | motorkit | sangaboard | package.module:Class"),
+    Param("publish_rate", 20.0, "joint_states rate [Hz]", (1.0, 1000.0)),
+    Param("x_min", 0.0, "soft limit: lowest stage_x [m]", (-1.0, 1.0)),
+    Param("x_max", 15e-3, "soft limit: highest stage_x [m]", (-1.0, 1.0)),
+    Param("y_min", 0.0, "soft limit: lowest stage_y [m]", (-1.0, 1.0)),
+    Param("y_max", 15e-3, "soft limit: highest stage_y [m]", (-1.0, 1.0)),
+    Param(
+        "z_min",
+        -500e-6,
+        "soft limit: lowest focus_z, keeps the objective off the slide [m]",
+        (-1.0, 1.0),
+    ),
+    Param("z_max", 500e-6, "soft limit: highest focus_z [m]", (-1.0, 1.0)),
+    Param("profile", "4x", "sim: optics profile (4x | 20x)"),
+    Param("sim_protocol", "lab_a_standard", "sim: staining protocol preset"),
+    Param("sim_slide_seed", 0, "sim: which virtual slide", (0, 2**31 - 1)),
+    Param("time_scale", 0.1, "sim: wall seconds slept per simulated second of motion", (0.0, 10.0)),
+    Param(
+        "steps_per_m",
+        [2.0e5, 2.0e5, 2.0e6],
+        "steppers: motor steps per metre of x, y, z (negative reverses) [1/m]",
+    ),
+    Param("backlash", [0.0, 0.0, 5e-6], "steppers: lost motion of x, y, z on reversal [m]"),
+    Param("max_speed", [2e-3, 2e-3, 0.5e-3], "steppers: top speed of x, y, z [m/s]"),
+    Param(
+        "motorkit_steppers",
+        ["0x60:1", "0x60:2", "0x61:1"],
+        "motorkit: I2C address:stepper (1 | 2) driving x, y, z",
+    ),
+    Param("motorkit_step_style", "double", "motorkit: single | double | interleave | microstep"),
+    Param("sangaboard_port", "", "sangaboard: serial port ('' = autodetect)"),
+)
 
 
 class StageNode(Node):
@@ -41,124 +75,24 @@ class StageNode(Node):
 
     def __init__(self) -> None:
         super().__init__("stage")
-        self._backend_name = declare(
-            self,
-            "backend",
-            "sim",
-            "stage backend: sim | motorkit | sangaboard | module:Class",
-            read_only=True,
-        )
-        rate = declare(
-            self,
-            "publish_rate",
-            20.0,
-            "joint_states rate [Hz]",
-            read_only=True,
-            float_range=(1.0, 1000.0),
-        )
-        soft = []
-        for axis in _AXES:
-            lo, hi = _DEFAULT_LIMITS[axis]
-            what = "focus_z (min keeps the objective off the slide)" if axis == "z" else axis
-            soft.append(
-                (
-                    declare(
-                        self,
-                        f"{axis}_min",
-                        lo,
-                        f"soft limit: lowest {what} [m]",
-                        read_only=True,
-                        float_range=(-1.0, 1.0),
-                    ),
-                    declare(
-                        self,
-                        f"{axis}_max",
-                        hi,
-                        f"soft limit: highest {axis} [m]",
-                        read_only=True,
-                        float_range=(-1.0, 1.0),
-                    ),
-                )
-            )
-        stepper = {
-            "steps_per_m": declare(
-                self,
-                "steps_per_m",
-                [2.0e5, 2.0e5, 2.0e6],
-                "stepper backends: motor steps per metre of x, y, z (negative reverses)",
-                read_only=True,
-            ),
-            "backlash": declare(
-                self,
-                "backlash",
-                [0.0, 0.0, 5e-6],
-                "stepper backends: lost motion of x, y, z on reversal [m]",
-                read_only=True,
-            ),
-            "max_speed": declare(
-                self,
-                "max_speed",
-                [2e-3, 2e-3, 0.5e-3],
-                "stepper backends: top speed of x, y, z [m/s]",
-                read_only=True,
-            ),
-        }
+        p = declare_all(self, PARAMETERS)
+        self._backend_name = p["backend"]
+        rate = p["publish_rate"]
+        soft = [(p[f"{axis}_min"], p[f"{axis}_max"]) for axis in _AXES]
+        stepper = {k: p[k] for k in ("steps_per_m", "backlash", "max_speed")}
         backend_config = {
             "sim": {
-                "profile": declare(
-                    self, "profile", "4x", "sim: optics profile (4x | 20x)", read_only=True
-                ),
-                "protocol": declare(
-                    self,
-                    "sim_protocol",
-                    "lab_a_standard",
-                    "sim: staining protocol preset",
-                    read_only=True,
-                ),
-                "slide_seed": declare(
-                    self,
-                    "sim_slide_seed",
-                    0,
-                    "sim: virtual slide identity",
-                    read_only=True,
-                    int_range=(0, 2**31 - 1),
-                ),
-                "time_scale": declare(
-                    self,
-                    "time_scale",
-                    0.1,
-                    "sim: wall seconds slept per simulated second of motion (0 = instant)",
-                    read_only=True,
-                    float_range=(0.0, 10.0),
-                ),
+                "profile": p["profile"],
+                "protocol": p["sim_protocol"],
+                "slide_seed": p["sim_slide_seed"],
+                "time_scale": p["time_scale"],
             },
             "motorkit": {
                 **stepper,
-                "steppers": declare(
-                    self,
-                    "motorkit_steppers",
-                    ["0x60:1", "0x60:2", "0x61:1"],
-                    "motorkit: I2C address:stepper (1|2) driving x, y, z",
-                    read_only=True,
-                ),
-                "step_style": declare(
-                    self,
-                    "motorkit_step_style",
-                    "double",
-                    "motorkit: single | double | interleave | microstep",
-                    read_only=True,
-                ),
+                "steppers": p["motorkit_steppers"],
+                "step_style": p["motorkit_step_style"],
             },
-            "sangaboard": {
-                **stepper,
-                "port": declare(
-                    self,
-                    "sangaboard_port",
-                    "",
-                    "sangaboard: serial port ('' = autodetect)",
-                    read_only=True,
-                ),
-            },
+            "sangaboard": {**stepper, "port": p["sangaboard_port"]},
         }
         cls = stage_class(self._backend_name)
         self._backend: StageBackend = cls(**backend_config.get(self._backend_name, {}))
@@ -299,6 +233,7 @@ class StageNode(Node):
         result.position = point(outcome.position)
         result.duration = float(outcome.duration)
         if not outcome.stopped:
+            self._last_error = ""  # diagnostics back to OK after a good move
             handle.succeed()
             result.error_code = MoveStage.Result.CODE_SUCCEEDED
         elif self._estop.is_set():
@@ -383,6 +318,11 @@ class StageNode(Node):
             response.message = "emergency stop engaged" if self._estop.is_set() else "stage busy"
             return response
         try:
+            target = self._backend.home_target()
+            reason = self._limits.violation(target) if target is not None else ""
+            if reason:
+                response.message = f"home refused: {reason}"
+                return response
             pose = self._backend.home()
             response.success = True
             response.message = "homed at " + ", ".join(f"{v * 1e3:.4f}" for v in pose) + " mm"
@@ -435,11 +375,13 @@ class StageNode(Node):
         self._diag_pub.publish(diagnostic_array(self, level, message, self._backend_name, values))
 
     def destroy_node(self) -> None:
-        """Halt motion, release the action server and the device."""
-        self._estop.set()
-        self._backend.halt()
-        self._action.destroy()
-        self._backend.stop()
+        """Halt motion, release the action server and the device (if they were created)."""
+        action = getattr(self, "_action", None)
+        if action is not None:
+            self._estop.set()
+            self._backend.halt()
+            action.destroy()
+            self._backend.stop()
         super().destroy_node()
 
 
@@ -454,7 +396,7 @@ def _goal_text(goal: MoveStage.Goal) -> str:
 
 def main(args: list[str] | None = None) -> None:
     """Run the stage node until interrupted (exit status 2 on bad configuration)."""
-    exit_with(run_node(StageNode, args))
+    exit_with(run_node(StageNode, args, "stage"))
 
 
 if __name__ == "__main__":

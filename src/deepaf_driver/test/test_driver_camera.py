@@ -13,8 +13,8 @@ import pytest
 from deepaf.testing import NodeProcess, spin_until, wait_future
 from deepaf_driver.backends.sim import make_microscope
 from deepaf_driver.conversions import msg_to_rgb
+from deepaf_driver.qos import PREVIEW_QOS
 from rclpy.action import ActionClient
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 pytestmark = pytest.mark.ros
@@ -125,7 +125,7 @@ def test_hung_backend_fails_capture_in_bounded_time_and_node_stays_up(ros_node, 
         assert not again.success and "not answering" in again.message
         frames: list[Image] = []
         ros_node.create_subscription(
-            Image, f"{namespace}/camera/image_raw", frames.append, qos_profile_sensor_data
+            Image, f"{namespace}/camera/image_raw", frames.append, PREVIEW_QOS
         )
         spin_until(ros_node, lambda: len(frames) >= 3, 20, "previews after the hang")
         assert cam.alive()
@@ -136,10 +136,10 @@ def test_preview_stream_is_stamped_with_camera_info(ros_node, namespace):
         frames: list[Image] = []
         infos: list[CameraInfo] = []
         ros_node.create_subscription(
-            Image, f"{namespace}/camera/image_raw", frames.append, qos_profile_sensor_data
+            Image, f"{namespace}/camera/image_raw", frames.append, PREVIEW_QOS
         )
         ros_node.create_subscription(
-            CameraInfo, f"{namespace}/camera/camera_info", infos.append, qos_profile_sensor_data
+            CameraInfo, f"{namespace}/camera/camera_info", infos.append, PREVIEW_QOS
         )
         spin_until(ros_node, lambda: len(frames) >= 10 and infos, 30, cam.output() + "previews")
         frame = frames[-1]

@@ -8,6 +8,7 @@ import math
 import pytest
 from deepaf.testing import NodeProcess, spin_until, wait_future
 from deepaf_driver.conversions import JOINT_NAMES, joint_state_to_pose
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.action import ActionClient
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -170,6 +171,18 @@ def test_emergency_stop_aborts_motion_and_refuses_moves_until_reset(ros_node, na
         assert result.error_code == stage.MoveStage.Result.CODE_STOPPED
         assert not stage.send(x=0.001, y=math.nan, z=math.nan).accepted
         assert not stage.call("home").success
+        name = f"{namespace.lstrip('/')}/stage"
+        errors = []
+        ros_node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: errors.extend(
+                s for s in m.status if s.name == name and s.level == DiagnosticStatus.ERROR
+            ),
+            10,
+        )
+        spin_until(ros_node, lambda: bool(errors), 5, "e-stop on /diagnostics")
+        assert errors[0].message == "emergency stop engaged" and errors[0].hardware_id == "sim"
         assert stage.call("reset_stop").success
         home = stage.call("home")
         assert home.success, home.message
@@ -190,3 +203,20 @@ def test_bad_configuration_exits_non_zero_with_the_reason(param, reason, namespa
         proc.proc.wait(timeout=30)
         assert proc.proc.returncode == 2, proc.output()
         assert reason in proc.output()
+
+
+def test_nodes_start_from_the_deployment_parameter_file(ros_node, namespace):
+    from deepaf.graph import default_params_file
+
+    files = ["--params-file", default_params_file()]
+    with (
+        NodeProcess(STAGE, ["-r", f"__ns:={namespace}", *files]) as proc,
+        NodeProcess(["-m", "deepaf_driver.camera_node"], ["-r", f"__ns:={namespace}", *files]),
+    ):
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        assert stage.pose() == CENTRE
+        from deepaf_msgs.srv import CaptureImage
+
+        capture = ros_node.create_client(CaptureImage, f"{namespace}/camera/capture")
+        assert capture.wait_for_service(timeout_sec=30)

@@ -5,7 +5,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from deepaf_driver.sim import cli, dataset
 from deepaf_driver.sim.dataset import (
     DatasetInterrupted,
@@ -16,8 +15,14 @@ from deepaf_driver.sim.dataset import (
 
 
 def _spec(**kw):
-    args = {"stacks": 2, "protocols": ("lab_a_standard", "other_lab"), "range_m": 1e-6,
-            "step_m": 0.5e-6, "patch": 32, "seed": 5}
+    args = {
+        "stacks": 2,
+        "protocols": ("lab_a_standard", "other_lab"),
+        "range_m": 1e-6,
+        "step_m": 0.5e-6,
+        "patch": 32,
+        "seed": 5,
+    }
     return DatasetSpec(**(args | kw))
 
 
@@ -31,14 +36,29 @@ def test_round_trip(tmp_path):
     assert len(stacks) == 2
     for st in stacks:
         m = st.meta
-        for key in ("format", "version", "profile", "pixel_size_m", "protocol",
-                    "protocol_params", "slide", "slide_seed", "x_m", "y_m", "best_focus_z_m",
-                    "images"):
+        for key in (
+            "format",
+            "version",
+            "profile",
+            "pixel_size_m",
+            "protocol",
+            "protocol_params",
+            "slide",
+            "slide_seed",
+            "x_m",
+            "y_m",
+            "best_focus_z_m",
+            "images",
+        ):
             assert key in m
         assert m["protocol"] in ("lab_a_standard", "other_lab")
         assert [e["file"] for e in m["images"]] == [
-            "z_-0001.000um.png", "z_-0000.500um.png", "z_+0000.000um.png",
-            "z_+0000.500um.png", "z_+0001.000um.png"]
+            "z_-0001.000um.png",
+            "z_-0000.500um.png",
+            "z_+0000.000um.png",
+            "z_+0000.500um.png",
+            "z_+0001.000um.png",
+        ]
         np.testing.assert_allclose(st.labels_m, [1e-6, 0.5e-6, 0, -0.5e-6, -1e-6], atol=1e-9)
         imgs = st.load_images()
         assert all(i.shape == (32, 32, 3) and i.dtype == np.uint8 for i in imgs)
@@ -88,14 +108,17 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     assert cv2.imread(str(stacks[1].files[0])) is not None  # partial image redone
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"stacks": 0}, "stacks"),
-    ({"range_m": -1e-6}, "range"),
-    ({"step_m": 0.0}, "step"),
-    ({"patch": 0}, "patch"),
-    ({"protocols": ("lab_zz",)}, "valid presets"),
-    ({"profile": "60x"}, "valid"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"stacks": 0}, "stacks"),
+        ({"range_m": -1e-6}, "range"),
+        ({"step_m": 0.0}, "step"),
+        ({"patch": 0}, "patch"),
+        ({"protocols": ("lab_zz",)}, "valid presets"),
+        ({"profile": "60x"}, "valid"),
+    ],
+)
 def test_bad_specs(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         write_dataset(tmp_path / "ds", _spec(**kw), workers=1, progress=False)
@@ -104,7 +127,7 @@ def test_bad_specs(tmp_path, kw, match):
 def test_unwritable_and_conflicting_output(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match="not writable|not a directory"):
+    with pytest.raises(ValueError, match=r"not writable|not a directory"):
         write_dataset(blocker / "ds", _spec(stacks=1), workers=1, progress=False)
     with pytest.raises(ValueError, match="not a directory"):
         write_dataset(blocker, _spec(stacks=1), workers=1, progress=False)
@@ -120,15 +143,55 @@ def test_cli(tmp_path, capsys):
     names = capsys.readouterr().out.split()
     assert "lab_a_standard" in names and len(names) >= 8
     png = tmp_path / "f.png"
-    assert cli.main(["render", "--protocol", "lab_b_pale_eosin", "--x-mm", "7.5", "--y-mm",
-                     "7.5", "--dz-um", "-2", "--size", "64x48", "--out", str(png)]) == 0
+    assert (
+        cli.main(
+            [
+                "render",
+                "--protocol",
+                "lab_b_pale_eosin",
+                "--x-mm",
+                "7.5",
+                "--y-mm",
+                "7.5",
+                "--dz-um",
+                "-2",
+                "--size",
+                "64x48",
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert cv2.imread(str(png)).shape == (48, 64, 3)
     assert cli.main(["render", "--protocol", "nope", "--out", str(png)]) == 2
     assert "valid presets" in capsys.readouterr().err
     assert cli.main(["render", "--x-mm", "99", "--y-mm", "1", "--out", str(png)]) == 2
-    assert cli.main(["dataset", "--out", str(tmp_path / "d"), "--stacks", "1", "--protocols",
-                     "random", "--range-um", "1", "--step-um", "1", "--patch", "24",
-                     "--seed", "3", "--workers", "1", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "dataset",
+                "--out",
+                str(tmp_path / "d"),
+                "--stacks",
+                "1",
+                "--protocols",
+                "random",
+                "--range-um",
+                "1",
+                "--step-um",
+                "1",
+                "--patch",
+                "24",
+                "--seed",
+                "3",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert read_dataset(tmp_path / "d")[0].meta["protocol"].startswith("random_")
     with pytest.raises(SystemExit) as e:
         cli.main(["dataset", "--protocols", "bogus", "--out", "x", "--stacks", "1"])

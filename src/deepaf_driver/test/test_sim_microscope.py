@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from deepaf_driver.sim import (
     OPTICS_PROFILES,
     PROTOCOL_PRESETS,
@@ -56,8 +55,9 @@ def test_deterministic(field):
     nb = b.render(x, y, z, 96, rng=np.random.default_rng(5))
     assert np.array_equal(na, nb)
     c = VirtualMicroscope("20x", "lab_a_standard", slide_seed=4)
-    assert not np.array_equal(c.render(x, y, z, 96, noise=False),
-                              a.render(x, y, z, 96, noise=False))
+    assert not np.array_equal(
+        c.render(x, y, z, 96, noise=False), a.render(x, y, z, 96, noise=False)
+    )
 
 
 def test_overlapping_frames_agree(scope20, field):
@@ -90,10 +90,12 @@ def test_plus_minus_dz_differ_beyond_noise(profile, dz):
     asym = np.abs(plus - minus).mean()
     noise = np.abs(noisy - plus).mean()
     assert asym > 1.5 * noise
+
     # per-channel sharpness flips across focus (chromatic cue): R vs B ordering changes
     def sharp(img, c):
         g = img[..., c]
         return ((g[:, 2:] - g[:, :-2]) ** 2).mean()
+
     r_over_b_plus = sharp(plus, 0) / sharp(plus, 2)
     r_over_b_minus = sharp(minus, 0) / sharp(minus, 2)
     assert abs(np.log(r_over_b_plus / r_over_b_minus)) > 0.05
@@ -149,14 +151,17 @@ def test_stage_driven_snap_reports_duration():
     assert s.stage.clock_s == pytest.approx(t + f.duration_s)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"x_m": 20e-3}, "outside its limits"),
-    ({"y_m": -1e-3}, "outside its limits"),
-    ({"z_m": 1.0}, "outside its limits"),
-    ({"x_m": float("nan")}, "finite"),
-    ({"size": 0}, "positive"),
-    ({"size": (10, -2)}, "positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"x_m": 20e-3}, "outside its limits"),
+        ({"y_m": -1e-3}, "outside its limits"),
+        ({"z_m": 1.0}, "outside its limits"),
+        ({"x_m": float("nan")}, "finite"),
+        ({"size": 0}, "positive"),
+        ({"size": (10, -2)}, "positive"),
+    ],
+)
 def test_bad_render_inputs(kwargs, match):
     s = VirtualMicroscope("20x", "lab_a_standard", slide_seed=0)
     args = {"x_m": 7e-3, "y_m": 7e-3, "z_m": 0.0, "size": 32} | kwargs

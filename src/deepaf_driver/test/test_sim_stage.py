@@ -1,7 +1,6 @@
 """Simulated stage: limits, move timing, z step, backlash."""
 
 import pytest
-
 from deepaf_driver.sim import AxisDynamics, SimStage, StageLimits
 
 

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from deepaf_focus.synthetic import make_focal_stack_dataset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and CI machines are often oversubscribed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

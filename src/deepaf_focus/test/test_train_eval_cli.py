@@ -19,6 +19,7 @@ TINY = {
     "load_margin": 4,
     "schedule": "cosine",
     "warmup_steps": 2,
+    "num_threads": 1,
 }
 
 

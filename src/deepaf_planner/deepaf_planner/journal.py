@@ -10,8 +10,8 @@ An output directory holds:
 * ``tiles/``: tile images, each written to a temporary file, fsync'd and renamed, so a
   killed process never leaves a half-written tile that the journal counts.
 
-A truncated last journal line (killed mid-write) and records whose image is missing are
-ignored, so those fields are simply redone.
+A truncated last journal line (killed mid-write; cut off when the journal is reopened) and
+records whose image is missing are ignored, so those fields are simply redone.
 """
 
 from __future__ import annotations
@@ -46,6 +46,18 @@ def _fsync_dir(path: Path) -> None:
 def _normalise(params: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters as they read back from JSON (tuples -> lists, NaN -> null)."""
     return json.loads(json.dumps(json_safe(dict(params)), sort_keys=True))
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a line left unfinished by a killed writer, so the next append starts clean."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def load_journal(out_dir: str | Path) -> dict[int, TileRecord]:
@@ -91,6 +103,7 @@ class ScanJournal:
     def __init__(self, out_dir: Path, params: dict[str, Any]) -> None:
         self.out_dir = out_dir
         self.params = params
+        _drop_partial_line(out_dir / TILES_JOURNAL)
         self._finished = load_journal(out_dir)
 
     @classmethod

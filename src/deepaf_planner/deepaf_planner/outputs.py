@@ -22,8 +22,9 @@ REPORT_FILE = "report.json"
 THUMBNAIL_FILE = "thumbnail.png"
 FOCUS_MAP_FILE = "focus_map.png"
 
-#: Image columns run along +x and rows along +y in the virtual microscope's frames.
-STITCH_CONFIG = StitchConfig(downsample=2)
+#: Image columns run along +x and rows along +y in the virtual microscope's frames;
+#: registration at full resolution (within 0.2 px; 2x downsampling was off by up to 1.6 px).
+STITCH_CONFIG = StitchConfig(downsample=1)
 
 
 def make_report(

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import tifffile
 
@@ -66,15 +67,17 @@ def downsample2(img: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     if h % 2 or w % 2:
         img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    s = img.reshape(img.shape[0] // 2, 2, img.shape[1] // 2, 2, -1).astype(np.uint16).sum((1, 3))
-    return ((s + 2) >> 2).astype(np.uint8)
+    size = (img.shape[1] // 2, img.shape[0] // 2)
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
 
 
 def _array_source(a: np.ndarray) -> RegionSource:
     return lambda y0, x0, h, w: a[y0 : y0 + h, x0 : x0 + w]
 
 
-def _alloc(shape: tuple[int, int, int], limit: int, folder: Path, stack: contextlib.ExitStack):
+def _alloc(
+    shape: tuple[int, int, int], limit: int, folder: Path, stack: contextlib.ExitStack
+) -> np.ndarray:
     """An uint8 array in RAM, or in a temporary memory-mapped file when larger than ``limit``."""
     if math.prod(shape) <= limit:
         return np.empty(shape, np.uint8)
@@ -188,8 +191,6 @@ def write_pyramidal_tiff(
 
 
 def _fit(img: np.ndarray, long_side: int) -> np.ndarray:
-    import cv2
-
     s = long_side / max(img.shape[:2])
     if s >= 1:
         return img
@@ -203,8 +204,6 @@ def write_thumbnail(path: str | Path, rgb: np.ndarray) -> Path:
     Raises:
         OSError: when the file cannot be written.
     """
-    import cv2
-
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[..., ::-1])):

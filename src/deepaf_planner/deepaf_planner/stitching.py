@@ -1,10 +1,11 @@
 """Stitching: register overlapping tiles, refine their positions, blend them into a slide.
 
 1. **Pairwise registration.** For every pair of grid neighbours the overlap predicted by
-   the stage positions is cut from both tiles, downsampled, Hann-windowed and phase
-   correlated (``cv2.phaseCorrelate``); the peak response is the match confidence. Matches
-   with a low confidence, a flat overlap (glass) or a shift larger than ``max_shift_px``
-   are rejected.
+   the stage positions is cut from both tiles (green channel, optionally downsampled),
+   Hann-windowed and phase correlated (``cv2.phaseCorrelate``); the peak response is the
+   match confidence. Matches with a low confidence, a flat overlap (glass) or a shift
+   larger than ``max_shift_px`` are rejected. :class:`OverlapRegistrar` does this tile by
+   tile while the scan runs, so no tile has to be decoded twice.
 2. **Global solve.** Tile positions minimise the weighted squared disagreement with the
    accepted pairwise shifts plus a weak prior pulling every tile to its stage position
    (so tiles without matches stay where the stage put them). Matches whose residual is
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -37,6 +39,7 @@ from .slide_writer import SlideInfo, write_pyramidal_tiff
 __all__ = [
     "Match",
     "Mosaic",
+    "OverlapRegistrar",
     "StitchConfig",
     "StitchTile",
     "TileCache",
@@ -135,7 +138,7 @@ def _load(image: ImageLike) -> np.ndarray:
     bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FileNotFoundError(f"cannot read tile image {image}")
-    return np.ascontiguousarray(bgr[..., ::-1])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
 
 
 class TileCache:
@@ -181,13 +184,20 @@ def nominal_positions_px(
     Raises:
         ValueError: for a non-positive pixel size.
     """
+    return _to_px([(t.x_m, t.y_m) for t in tiles], pixel_size_m, tile_shape, config)
+
+
+def _to_px(
+    xy_m: Sequence[tuple[float, float]], pixel_size_m: float, tile_shape: tuple[int, int],
+    config: StitchConfig,
+) -> np.ndarray:  # fmt: skip
     if not pixel_size_m > 0:
         raise ValueError(f"pixel size must be positive, got {pixel_size_m}")
     sx = -1.0 if config.flip_x else 1.0
     sy = -1.0 if config.flip_y else 1.0
     h, w = tile_shape
     return np.array(
-        [(sy * t.y_m / pixel_size_m - h / 2, sx * t.x_m / pixel_size_m - w / 2) for t in tiles],
+        [(sy * y / pixel_size_m - h / 2, sx * x / pixel_size_m - w / 2) for x, y in xy_m],
         dtype=float,
     ).reshape(-1, 2)
 
@@ -212,15 +222,91 @@ def _grey_small(img: np.ndarray, factor: int) -> np.ndarray:
     return g
 
 
-def _neighbour_pairs(tiles: Sequence[StitchTile]) -> list[tuple[int, int]]:
-    """Positions (in ``tiles``) of grid-adjacent pairs (same row next column, next row)."""
-    at = {(t.row, t.col): i for i, t in enumerate(tiles)}
-    pairs = []
-    for (r, c), i in at.items():
-        for nb in ((r, c + 1), (r + 1, c)):
-            if nb in at:
-                pairs.append((i, at[nb]))
-    return sorted(pairs)
+def _neighbours(rc: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    r, c = rc
+    return (r - 1, c), (r, c - 1), (r, c + 1), (r + 1, c)
+
+
+class OverlapRegistrar:
+    """Registers tiles with their grid neighbours as they arrive, one image at a time.
+
+    Feed it each tile while its image is in memory (during the scan, or from disk in
+    :func:`register_tiles`); it keeps only the overlap strips of neighbours still to come,
+    so nothing is decoded twice and memory stays at about one row of strips.
+
+    Args:
+        nominal_px: Grid cell (row, col) -> expected top-left (row, col) pixel of its tile,
+            for every field that may be captured (see :func:`nominal_positions_px`).
+        tile_shape: (height, width) of every tile.
+        config: Settings.
+    """
+
+    def __init__(
+        self,
+        nominal_px: Mapping[tuple[int, int], Sequence[float]],
+        tile_shape: tuple[int, int],
+        config: StitchConfig = StitchConfig(),
+    ) -> None:
+        self._nominal = {rc: np.asarray(p, dtype=float) for rc, p in nominal_px.items()}
+        self.tile_shape = tile_shape
+        self.config = config
+        self._seen: dict[tuple[int, int], int] = {}
+        self._strips: dict[tuple[tuple[int, int], tuple[int, int]], np.ndarray] = {}
+        self.matches: list[Match] = []
+
+    @classmethod
+    def for_fields(
+        cls, fields: Iterable[Any], pixel_size_m: float, tile_shape: tuple[int, int],
+        config: StitchConfig = StitchConfig(),
+    ) -> OverlapRegistrar:  # fmt: skip
+        """A registrar for planned scan fields (objects with ``row``, ``col``, ``x``, ``y``).
+
+        Raises:
+            ValueError: for a non-positive pixel size.
+        """
+        fields = list(fields)
+        px = _to_px([(f.x, f.y) for f in fields], pixel_size_m, tile_shape, config)
+        return cls({(f.row, f.col): p for f, p in zip(fields, px, strict=True)}, tile_shape, config)
+
+    def add(self, index: int, row: int, col: int, image: np.ndarray) -> list[Match]:
+        """Register a tile with the neighbours already added.
+
+        Args:
+            index: Scan index of the tile.
+            row: Grid row.
+            col: Grid column.
+            image: Its RGB uint8 image.
+
+        Returns:
+            The new matches (also appended to :attr:`matches`).
+
+        Raises:
+            KeyError: for a cell that is not in the layout.
+        """
+        rc = (row, col)
+        f = max(1, int(self.config.downsample))
+        g = _grey_small(image, f)
+        new = []
+        for nb in _neighbours(rc):
+            if nb not in self._nominal:
+                continue
+            a, b = sorted((rc, nb))
+            d_nom = np.round(self._nominal[b] - self._nominal[a])
+            sl = _overlap(d_nom, self.tile_shape)
+            if sl is None:
+                continue
+            rs, cs = sl[:2] if rc == a else sl[2:]
+            strip = g[rs.start // f : rs.stop // f, cs.start // f : cs.stop // f].copy()
+            if nb in self._seen:
+                other = self._strips.pop((nb, rc))
+                sa, sb = (strip, other) if rc == a else (other, strip)
+                ia, ib = (index, self._seen[nb]) if rc == a else (self._seen[nb], index)
+                new.append(_match(ia, ib, sa, sb, d_nom, self.tile_shape, f, self.config))
+            else:
+                self._strips[(rc, nb)] = strip
+        self._seen[rc] = index
+        self.matches.extend(new)
+        return new
 
 
 def register_tiles(
@@ -230,9 +316,7 @@ def register_tiles(
     config: StitchConfig = StitchConfig(),
     progress: Progress | None = None,
 ) -> list[Match]:
-    """Phase-correlate the overlaps of grid neighbours.
-
-    Each tile is loaded once; only its downsampled overlap strips are kept.
+    """Phase-correlate the overlaps of grid neighbours (each tile is loaded once).
 
     Args:
         tiles: The tiles.
@@ -244,38 +328,21 @@ def register_tiles(
     Returns:
         One :class:`Match` per neighbour pair with an overlap, accepted or not.
     """
-    f = max(1, int(config.downsample))
-    pairs = [(i, j) for i, j in _neighbour_pairs(tiles)
-             if _overlap(nominal_px[j] - nominal_px[i], tile_shape)]  # fmt: skip
-    needs: dict[int, list[tuple[int, int]]] = {}
-    for p in pairs:
-        needs.setdefault(p[0], []).append(p)
-        needs.setdefault(p[1], []).append(p)
-    strips: dict[tuple[tuple[int, int], int], np.ndarray] = {}
-    matches: list[Match] = []
+    layout = {(t.row, t.col): p for t, p in zip(tiles, nominal_px, strict=True)}
+    registrar = OverlapRegistrar(layout, tile_shape, config)
     task = progress.add_task("registering tiles", total=len(tiles)) if progress else None
-    for k in range(len(tiles)):
-        if k in needs:
-            g = _grey_small(_load(tiles[k].image), f)
-            for p in needs[k]:
-                ra, ca, rb, cb = _overlap(nominal_px[p[1]] - nominal_px[p[0]], tile_shape)
-                rs, cs = (ra, ca) if k == p[0] else (rb, cb)
-                strips[(p, k)] = g[
-                    rs.start // f : rs.stop // f, cs.start // f : cs.stop // f
-                ].copy()
-            for p in needs[k]:
-                if (p, p[0]) in strips and (p, p[1]) in strips:
-                    a, b = strips.pop((p, p[0])), strips.pop((p, p[1]))
-                    matches.append(_match(tiles, p, a, b, nominal_px, tile_shape, f, config))
+    for t in tiles:
+        registrar.add(t.index, t.row, t.col, _load(t.image))
         if progress is not None:
             progress.advance(task)
-    return sorted(matches, key=lambda m: (m.a, m.b))
+    return sorted(registrar.matches, key=lambda m: (m.a, m.b))
 
 
-def _match(tiles, p, a, b, nominal_px, tile_shape, f, config) -> Match:
+def _match(
+    ia: int, ib: int, a: np.ndarray, b: np.ndarray, d_nom: np.ndarray,
+    tile_shape: tuple[int, int], f: int, config: StitchConfig,
+) -> Match:  # fmt: skip
     """Register two overlap strips; ``b`` should equal ``a`` when the offset is nominal."""
-    ia, ib = tiles[p[0]].index, tiles[p[1]].index
-    d_nom = np.round(nominal_px[p[1]] - nominal_px[p[0]])
     h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
     a, b = a[:h, :w].astype(np.float32), b[:h, :w].astype(np.float32)
     if min(a.std(), b.std()) < config.min_overlap_std:
@@ -396,6 +463,7 @@ class Mosaic:
         th, tw = self.tile_shape
         acc = np.zeros((h, w, 3), np.float32)
         wsum = np.zeros((h, w), np.float32)
+        tmp = np.empty((min(h, th), min(w, tw), 3), np.float32)
         for k, (ty, tx) in enumerate(self._corners):
             r0, r1 = max(y0, ty), min(y0 + h, ty + th)
             c0, c1 = max(x0, tx), min(x0 + w, tx + tw)
@@ -403,14 +471,16 @@ class Mosaic:
                 continue
             img = self._cache.get(self.tiles[k].index)
             wt = self._wy[r0 - ty : r1 - ty, None] * self._wx[None, c0 - tx : c1 - tx]
-            acc[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += (
-                img[r0 - ty : r1 - ty, c0 - tx : c1 - tx] * wt[..., None]
-            )
+            part = tmp[: r1 - r0, : c1 - c0]
+            np.multiply(img[r0 - ty : r1 - ty, c0 - tx : c1 - tx], wt[..., None], out=part)
+            acc[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += part
             wsum[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += wt
-        out = np.full((h, w, 3), 255, np.uint8)
-        has = wsum > 0
-        out[has] = np.clip(acc[has] / wsum[has][:, None] + 0.5, 0, 255).astype(np.uint8)
-        return out
+        empty = wsum == 0
+        wsum[empty] = 1.0
+        acc[empty] = 255.0  # no tile: white glass
+        acc /= wsum[..., None]
+        acc += 0.5  # round; a weighted mean of uint8 values stays <= 255.5
+        return acc.astype(np.uint8)
 
 
 def stitch_slide(
@@ -423,6 +493,7 @@ def stitch_slide(
     config: StitchConfig = StitchConfig(),
     show_progress: bool = False,
     tiff_tile: int = 256,
+    matches: Sequence[Match] | None = None,
 ) -> tuple[SlideInfo, Mosaic, list[Match]]:
     """Register, blend and write the tiles as a pyramidal tiled TIFF.
 
@@ -437,6 +508,8 @@ def stitch_slide(
         config: Registration and blending settings.
         show_progress: Show rich progress bars.
         tiff_tile: TIFF tile side.
+        matches: Registrations made during the scan (:class:`OverlapRegistrar`); ``None``
+            registers the tiles here (one extra read of every tile).
 
     Returns:
         The written slide's info, the mosaic (to render other views) and the matches.
@@ -459,7 +532,8 @@ def stitch_slide(
         xs = sorted(sx * v / pixel_size_m for v in (covered_min_xy[0], covered_max_xy[0]))
         bounds = ((ys[0], xs[0]), (ys[1], xs[1]))
     with Progress(disable=not show_progress, transient=True) as progress:
-        matches = register_tiles(tiles, nominal, tile_shape, config, progress)
+        if matches is None:
+            matches = register_tiles(tiles, nominal, tile_shape, config, progress)
         positions, matches = solve_positions(nominal, [t.index for t in tiles], matches, config)
         feather = config.feather_px
         if feather is None:

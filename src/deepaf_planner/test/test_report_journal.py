@@ -93,6 +93,8 @@ def test_killed_writer_leaves_no_counted_half_tile(tmp_path: Path) -> None:
     rel = j2.write_tile_image(1, np.zeros((8, 8, 3), np.uint8), row=0, col=1)
     j2.append(_record(1, path=rel))
     assert sorted(load_journal(out)) == [0, 1]
+    lines = (out / TILES_JOURNAL).read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # the half line was cut, not appended to
     os.remove(out / rel)  # a journalled tile whose image vanished is redone too
     assert sorted(load_journal(out)) == [0]
 

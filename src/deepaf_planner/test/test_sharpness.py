@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
-from deepaf_focus import baselines
-from deepaf_planner import sharpness
 from deepaf_planner.sharpness import assess_sharpness, normalized_sharpness
 from skimage import data
+
+from deepaf_focus import baselines
+from deepaf_planner import sharpness
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def test_focus_measures_are_imported_not_redefined() -> None:
 @pytest.mark.parametrize("measure", ["brenner", "tenengrad"])
 def test_sharpness_falls_with_blur(tissue: np.ndarray, measure: str) -> None:
     scores = [normalized_sharpness(_blur(tissue, s), measure) for s in (0, 1, 2, 4)]
-    assert all(a > b for a, b in zip(scores, scores[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(scores))
 
 
 def test_invariant_to_gain_and_comparable_across_resolution(tissue: np.ndarray) -> None:

@@ -61,7 +61,10 @@ def test_region_source_and_memory_map_give_the_same_file(tmp_path: Path, image) 
     assert a.level_shapes == b.level_shapes and len(a.level_shapes) == 4
     assert max(h for c in calls if c != "strip" for _, h in [c]) <= 128  # strips, not the image
     assert calls.count("strip") == 5
-    with openslide.OpenSlide(tmp_path / "a.tiff") as sa, openslide.OpenSlide(tmp_path / "b.tiff") as sb:
+    with (
+        openslide.OpenSlide(tmp_path / "a.tiff") as sa,
+        openslide.OpenSlide(tmp_path / "b.tiff") as sb,
+    ):
         for level in range(sa.level_count):
             size = sa.level_dimensions[level]
             ra = np.asarray(sa.read_region((0, 0), level, size))

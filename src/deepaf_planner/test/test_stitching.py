@@ -7,9 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from deepaf_planner.scan_path import plan_grid
 from deepaf_planner.stitching import (
     Match,
     Mosaic,
+    OverlapRegistrar,
     StitchConfig,
     StitchTile,
     TileCache,
@@ -41,8 +43,9 @@ def make_tiles(canvas, rows=3, cols=3, jitter=6, seed=1, skip=()):
         for c in range(cols):
             i = r * cols + c
             ny, nx = ORIGIN + r * STEP[0], ORIGIN + c * STEP[1]
-            ty, tx = ny + int(rng.integers(-jitter, jitter + 1)), nx + int(
-                rng.integers(-jitter, jitter + 1)
+            ty, tx = (
+                ny + int(rng.integers(-jitter, jitter + 1)),
+                nx + int(rng.integers(-jitter, jitter + 1)),
             )
             if i in skip:
                 continue
@@ -155,3 +158,61 @@ def test_stitch_slide_bad_input(tmp_path: Path) -> None:
     dup = [StitchTile(0, 0, 0, 0, 0, img), StitchTile(0, 0, 1, 1e-5, 0, img)]
     with pytest.raises(ValueError, match="unique"):
         stitch_slide(dup, PX, tmp_path / "s.tiff")
+
+
+def test_registrar_during_a_serpentine_scan_equals_batch_registration(canvas) -> None:
+    """Registering each tile as it is captured (scan order, one field skipped) = batch."""
+    tiles, _ = make_tiles(canvas, skip={4})
+    nominal = nominal_positions_px(tiles, PX, TILE)
+    batch = register_tiles(tiles, nominal, TILE)
+    # the planner knows the planned fields up front; here they match the stage positions
+    grid = plan_grid(
+        (ORIGIN * PX, ORIGIN * PX),
+        ((ORIGIN + 2 * STEP[1] + TILE[1]) * PX, (ORIGIN + 2 * STEP[0] + TILE[0]) * PX),
+        (TILE[1] * PX, TILE[0] * PX), step=(STEP[1] * PX, STEP[0] * PX),
+    )  # fmt: skip
+    registrar = OverlapRegistrar.for_fields(grid.fields, PX, TILE)
+    by_cell = {(t.row, 2 - t.col): t for t in tiles}  # grid col 0 = highest x
+    for f in grid.fields:  # serpentine order
+        t = by_cell.get((f.row, f.col))
+        if t is not None:
+            registrar.add(t.index, f.row, f.col, t.image)
+    got = sorted(registrar.matches, key=lambda m: (min(m.a, m.b), max(m.a, m.b)))
+    assert len(got) == len(batch) == 8
+    for m, ref in zip(got, batch, strict=True):
+        sign = 1 if (m.a, m.b) == (ref.a, ref.b) else -1
+        assert {m.a, m.b} == {ref.a, ref.b}
+        np.testing.assert_allclose(sign * np.array([m.dy, m.dx]), [ref.dy, ref.dx], atol=0.05)
+
+
+def test_virtual_microscope_tiles_stitch_and_sharpness(tmp_path: Path) -> None:
+    """Overlapping fields of the simulator with stage jitter register to the pixel."""
+    sim = pytest.importorskip("deepaf_driver.sim")
+    from deepaf_planner.sharpness import assess_sharpness, normalized_sharpness
+
+    scope = sim.VirtualMicroscope(profile="20x", slide_seed=0)
+    px = scope.pixel_size_m
+    x0, y0 = scope.random_tissue_position(np.random.default_rng(0))
+    w, h = 320, 240
+    step = (int(w * 0.85), int(h * 0.85))
+    rng = np.random.default_rng(3)
+    tiles, jitter = [], []
+    for r in range(2):
+        for c in range(3):
+            nx, ny = x0 + c * step[0] * px, y0 + r * step[1] * px
+            jy, jx = (int(v) for v in rng.integers(-5, 6, 2))
+            tx, ty = nx + jx * px, ny + jy * px
+            img = scope.render_patch(tx, ty, scope.best_focus_z(tx, ty), (w, h))
+            tiles.append(StitchTile(r * 3 + c, r, c, nx, ny, img))
+            jitter.append((jy, jx))
+    _, mosaic, matches = stitch_slide(tiles, px, tmp_path / "slide.tiff")
+    assert sum(m.accepted for m in matches) >= 5
+    nominal = nominal_positions_px(tiles, px, (h, w))
+    found = mosaic.tile_corners_px - (nominal - nominal.min(axis=0))
+    assert np.abs(_relative(found) - _relative(np.array(jitter, float))).max() <= 1.0
+    # the sharpness check tells a defocused capture from its in-focus neighbours
+    scores = [normalized_sharpness(t.image) for t in tiles[1:]]
+    z0 = scope.best_focus_z(x0, y0)
+    assert assess_sharpness(normalized_sharpness(tiles[0].image), scores).ok
+    blurred = scope.render_patch(x0, y0, z0 + 8e-6, (w, h))
+    assert not assess_sharpness(normalized_sharpness(blurred), scores).ok

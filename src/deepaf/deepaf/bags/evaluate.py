@@ -8,7 +8,8 @@ predictions the bag recorded on `focus/prediction` are compared with the first m
 
 JSON layout: the first model's ``{"splits": {...}, "model": .., "data": [bag]}`` as
 `./deepaf eval`, plus ``"models"`` (one entry per model, same keys, for comparisons),
-``"throughput_pps"``, ``"previews"``, ``"ground_truth"`` and ``"recorded"``.
+``"throughput_pps"`` (read + decode + every model; each entry has its ``"model_pps"``),
+``"previews"``, ``"ground_truth"`` and ``"recorded"`` (agreement with the bag's predictions).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def evaluate_bag(
     profile: str | None = None,
     max_patches: int = 8,
     device: str = "cpu",
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run each model on every preview of `bag`; return (and optionally write) the report.
 
@@ -61,6 +63,7 @@ def evaluate_bag(
         profile: Microscope profile (default: the bag's, else 20x).
         max_patches: Tiles per preview.
         device: Torch device.
+        threads: Torch CPU threads (None: torch's default). On a loaded machine 1 is fastest.
 
     Raises:
         BagError: unreadable bag, no preview topic, undecodable messages.
@@ -87,7 +90,7 @@ def evaluate_bag(
         truth = truth_source(info, profile) if joints else None
         predictors = [
             FocusPredictor.from_checkpoint(
-                m, profile=profile, device=device, max_patches=max_patches
+                m, profile=profile, device=device, max_patches=max_patches, num_threads=threads
             )
             for m in models
         ]
@@ -146,7 +149,7 @@ def evaluate_bag(
             "splits": {splits[k]: focus_metrics(pred_um[k], true_um[k], half)} if truth else {},
             "model": str(getattr(predictor, "path", models[k])),
             "data": [str(bag)],
-            "throughput_pps": round(previews / model_s[k], 2) if model_s[k] > 0 else None,
+            "model_pps": round(previews / model_s[k], 2) if model_s[k] > 0 else None,
         }
         if skipped[k]:
             entry["skipped"] = dict(skipped[k])
@@ -182,7 +185,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"ground truth: {report['ground_truth'] or 'none (predictions only)'}"
     )
     for entry in report["models"]:
-        print(f"\nmodel {entry['model']}: {entry['throughput_pps']} previews/s (model only)")
+        print(f"\nmodel {entry['model']}: {entry['model_pps']} previews/s (model only)")
         if entry["splits"]:
             print(markdown_table(entry["splits"]))
         if entry.get("skipped"):

@@ -6,6 +6,10 @@ appear (a discovery timer), each with the QoS its publishers offer (best effort 
 publisher is, transient local if all are: the latched `scan/status` arrives too). With
 `compress_full`, full-resolution frames (`camera/image_full`) are stored as lossless PNG
 `sensor_msgs/CompressedImage` on `camera/image_full/compressed`.
+
+When the graph's camera runs the simulator backend, the recorder asks it (parameter service)
+for `profile`, `sim_protocol` and `sim_slide_seed` and stores them in the bag's DeepAf context,
+so `deepaf bag eval` finds the ground truth without being told.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rcl_interfaces.srv import GetParameters
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -32,6 +37,13 @@ DEFAULT_TOPICS = (
     "scan/tiles",
 )
 FULL_TOPIC = "camera/image_full"
+# camera parameter -> key of the bag's DeepAf context
+_SIM_PARAMETERS = {
+    "backend": None,
+    "profile": "profile",
+    "sim_protocol": "protocol",
+    "sim_slide_seed": "slide_seed",
+}
 
 
 def resolve_topic(name: str, namespace: str) -> str:
@@ -66,6 +78,11 @@ class BagRecorder(Node):
         self._skipped: set[str] = set()
         self.discover()
         self._timer = self.create_timer(0.2, self.discover)
+        self._camera = self.create_client(
+            GetParameters, resolve_topic("camera/get_parameters", namespace)
+        )
+        self._camera_asked = False
+        self._camera_timer = self.create_timer(0.5, self._ask_camera)
 
     @property
     def subscribed(self) -> list[str]:
@@ -82,6 +99,33 @@ class BagRecorder(Node):
             if not self._wanted and topic in ("/rosout", "/parameter_events"):
                 continue
             self._subscribe(topic, types[0])
+
+    def _ask_camera(self) -> None:
+        """Once the camera's parameter service is up, ask it for the simulator's settings."""
+        if self._camera_asked or not self._camera.service_is_ready():
+            return
+        self._camera_asked = True
+        self._camera_timer.cancel()
+        request = GetParameters.Request(names=list(_SIM_PARAMETERS))
+        self._camera.call_async(request).add_done_callback(self._on_camera_parameters)
+
+    def _on_camera_parameters(self, future) -> None:
+        """Store profile / protocol / slide seed of a simulated camera (--meta wins)."""
+        try:
+            values = future.result().values
+        except Exception as exc:  # the camera went away: no context, not an error
+            self.get_logger().info(f"camera parameters unavailable: {exc}")
+            return
+        got = dict(zip(_SIM_PARAMETERS, values, strict=False))
+        backend = got.get("backend")
+        if backend is None or backend.string_value != "sim":
+            return
+        for name, key in _SIM_PARAMETERS.items():
+            value = got.get(name)
+            if key and value is not None and key not in self._writer.info:
+                v = value.integer_value if value.type == 2 else value.string_value
+                self._writer.info[key] = v
+        self.get_logger().info(f"simulator context: {self._writer.info}")
 
     def _subscribe(self, topic: str, msgtype: str) -> None:
         """Subscribe raw to one topic with QoS compatible with its publishers."""

@@ -34,7 +34,7 @@ def sharpness_peak(zs: np.ndarray, scores: np.ndarray) -> float:
     zs, scores = np.asarray(zs, float)[order], np.asarray(scores, float)[order]
     i = int(np.argmax(scores))
     if 0 < i < len(zs) - 1:
-        a, b, c = np.polyfit(zs[i - 1 : i + 2] - zs[i], scores[i - 1 : i + 2], 2)
+        a, b, _ = np.polyfit(zs[i - 1 : i + 2] - zs[i], scores[i - 1 : i + 2], 2)
         if a < 0:
             dz = float(np.clip(-b / (2 * a), zs[i - 1] - zs[i], zs[i + 1] - zs[i]))
             return float(zs[i] + dz)

@@ -193,6 +193,10 @@ class StageBackend(ABC):
     def home(self) -> Pose:
         """Home (or zero) the stage and return the new pose."""
 
+    def home_target(self) -> Pose | None:
+        """Where `home()` moves to (None: it moves nothing, e.g. zeroes step counters)."""
+        return None
+
     def halt(self) -> None:  # noqa: B027 (optional hook; moves also poll stop_requested)
         """Stop any motion now, from another thread (emergency stop)."""
 

@@ -246,8 +246,11 @@ class SimStage(StageBackend):
         progress(reached)
         return MoveResult(reached, sim_duration)
 
-    def home(self) -> Pose:
-        """Move to the slide centre at z = 0 (the simulator's start pose)."""
+    def home_target(self) -> Pose:
+        """The slide centre at z = 0 (the simulator's start pose)."""
         lim = self._stage.limits
-        centre = ((lim.x_min_m + lim.x_max_m) / 2, (lim.y_min_m + lim.y_max_m) / 2, 0.0)
-        return self.move(centre).position
+        return ((lim.x_min_m + lim.x_max_m) / 2, (lim.y_min_m + lim.y_max_m) / 2, 0.0)
+
+    def home(self) -> Pose:
+        """Move to `home_target()`."""
+        return self.move(self.home_target()).position

@@ -33,7 +33,8 @@ def _protocol_list(text: str) -> tuple[str, ...] | str:
     if bad or not names:
         raise argparse.ArgumentTypeError(
             f"unknown protocol(s) {', '.join(bad) or text!r}; valid: "
-            f"{', '.join(PROTOCOL_PRESETS)}, or 'random'")
+            f"{', '.join(PROTOCOL_PRESETS)}, or 'random'"
+        )
     return names
 
 
@@ -50,31 +51,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     profiles = list(OPTICS_PROFILES)
 
-    sub.add_parser("protocols", help="list the protocol presets, one name a line",
-                   description="List the protocol presets, one name a line.")
+    sub.add_parser(
+        "protocols",
+        help="list the protocol presets, one name a line",
+        description="List the protocol presets, one name a line.",
+    )
 
-    r = sub.add_parser("render", help="render one frame at a defocus from best focus",
-                       description="Render one frame D um from best focus at (X, Y) mm.")
+    r = sub.add_parser(
+        "render",
+        help="render one frame at a defocus from best focus",
+        description="Render one frame D um from best focus at (X, Y) mm.",
+    )
     r.add_argument("--protocol", default="lab_a_standard", help="preset name (see protocols)")
-    r.add_argument("--x-mm", type=float, default=None, help="field centre x (mm); "
-                   "default: a tissue position")
+    r.add_argument(
+        "--x-mm", type=float, default=None, help="field centre x (mm); default: a tissue position"
+    )
     r.add_argument("--y-mm", type=float, default=None, help="field centre y (mm)")
     r.add_argument("--dz-um", type=float, default=0.0, help="defocus from best focus (um)")
-    r.add_argument("--size", type=_size, default=(1280, 720), help="WxH pixels (default "
-                   "1280x720); 1280x720 renders the preview stream, 4056x3040 the capture, "
-                   "anything else full-resolution sampling")
+    r.add_argument(
+        "--size",
+        type=_size,
+        default=(1280, 720),
+        help="WxH pixels (default "
+        "1280x720); 1280x720 renders the preview stream, 4056x3040 the capture, "
+        "anything else full-resolution sampling",
+    )
     r.add_argument("--profile", choices=profiles, default="20x")
     r.add_argument("--seed", type=int, default=0, help="slide seed")
     r.add_argument("--no-noise", action="store_true", help="turn camera noise off")
     r.add_argument("--out", required=True, help="output PNG")
 
-    d = sub.add_parser("dataset", help="write a focal-stack dataset",
-                       description="Write (or resume) a focal-stack dataset; see "
-                       "docs/dataset-format.md.")
+    d = sub.add_parser(
+        "dataset",
+        help="write a focal-stack dataset",
+        description="Write (or resume) a focal-stack dataset; see docs/dataset-format.md.",
+    )
     d.add_argument("--out", required=True, help="output directory")
     d.add_argument("--stacks", type=int, required=True, help="number of stacks")
-    d.add_argument("--protocols", type=_protocol_list, default=("lab_a_standard",),
-                   help="comma-separated presets, or 'random' (new protocols per seed)")
+    d.add_argument(
+        "--protocols",
+        type=_protocol_list,
+        default=("lab_a_standard",),
+        help="comma-separated presets, or 'random' (new protocols per seed)",
+    )
     d.add_argument("--range-um", type=float, default=10.0, help="dz from -R to +R (um)")
     d.add_argument("--step-um", type=float, default=0.5, help="dz step (um)")
     d.add_argument("--patch", type=int, default=224, help="patch side (pixels)")
@@ -82,10 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--profile", choices=profiles, default="20x")
     d.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     d.add_argument("--no-noise", action="store_true", help="turn camera noise off")
+    d.add_argument(
+        "--sampling",
+        choices=("preview", "capture"),
+        default="preview",
+        help="pixel size of the patches: the preview stream's (default; what the "
+        "focus server sees) or full resolution",
+    )
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    m = sub.add_parser("montage", help="save a through-focus montage of three protocols",
-                       description="Save a through-focus montage of three protocols.")
+    m = sub.add_parser(
+        "montage",
+        help="save a through-focus montage of three protocols",
+        description="Save a through-focus montage of three protocols.",
+    )
     m.add_argument("--out", required=True, help="output PNG")
     m.add_argument("--profile", choices=profiles, default="20x")
     m.add_argument("--seed", type=int, default=0, help="slide seed")
@@ -110,20 +139,32 @@ def _render(a) -> int:
     noise = not a.no_noise
     if tuple(a.size) == scope.camera.preview_px:
         img = scope.preview(x, y, z, noise)
+    elif tuple(a.size) == scope.camera.sensor_px:
+        img = scope.capture(x, y, z, noise)
     else:
         img = scope.render(x, y, z, a.size, noise)
     Image.fromarray(img).save(out)
-    print(f"{out}: {a.size[0]}x{a.size[1]} at x={x * 1e3:.4f} mm y={y * 1e3:.4f} mm "
-          f"dz={a.dz_um:+.3f} um (z={z * 1e6:.3f} um)")
+    print(
+        f"{out}: {a.size[0]}x{a.size[1]} at x={x * 1e3:.4f} mm y={y * 1e3:.4f} mm "
+        f"dz={a.dz_um:+.3f} um (z={z * 1e6:.3f} um)"
+    )
     return 0
 
 
 def _dataset(a) -> int:
     from .dataset import DatasetInterrupted, DatasetSpec, write_dataset
 
-    spec = DatasetSpec(stacks=a.stacks, protocols=a.protocols, range_m=a.range_um * 1e-6,
-                       step_m=a.step_um * 1e-6, patch=a.patch, seed=a.seed, profile=a.profile,
-                       noise=not a.no_noise)
+    spec = DatasetSpec(
+        stacks=a.stacks,
+        protocols=a.protocols,
+        range_m=a.range_um * 1e-6,
+        step_m=a.step_um * 1e-6,
+        patch=a.patch,
+        seed=a.seed,
+        profile=a.profile,
+        noise=not a.no_noise,
+        sampling=a.sampling,
+    )
     try:
         out = write_dataset(a.out, spec, workers=a.workers, progress=not a.no_progress)
     except DatasetInterrupted as e:
@@ -133,9 +174,14 @@ def _dataset(a) -> int:
     return 0
 
 
-def montage(out: str | Path, profile: str = "20x", seed: int = 0,
-            protocols=("lab_a_standard", "lab_b_pale_eosin", "other_lab"),
-            dz_um=(-6, -3, -1, 0, 1, 3, 6), size: int = 256) -> Path:
+def montage(
+    out: str | Path,
+    profile: str = "20x",
+    seed: int = 0,
+    protocols=("lab_a_standard", "lab_b_pale_eosin", "other_lab"),
+    dz_um=(-6, -3, -1, 0, 1, 3, 6),
+    size: int = 320,
+) -> Path:
     """Through-focus montage: one row per protocol, one column per dz (um, scaled for 4x)."""
     import cv2
     from PIL import Image
@@ -157,14 +203,22 @@ def montage(out: str | Path, profile: str = "20x", seed: int = 0,
     canvas = np.full((h, w, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     for j, d in enumerate(dz_um):
-        cv2.putText(canvas, f"dz {d * scale:+g} um", (left + j * (size + gap) + 6, 16), font,
-                    0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"dz {d * scale:+g} um",
+            (left + j * (size + gap) + 6, 16),
+            font,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     for i, (p, tiles) in enumerate(zip(protocols, rows, strict=True)):
         y0 = label_h + i * (size + gap)
         cv2.putText(canvas, p, (4, y0 + size // 2), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         for j, t in enumerate(tiles):
             x0 = left + j * (size + gap)
-            canvas[y0:y0 + size, x0:x0 + size] = t
+            canvas[y0 : y0 + size, x0 : x0 + size] = t
     Image.fromarray(canvas).save(out)
     return out
 

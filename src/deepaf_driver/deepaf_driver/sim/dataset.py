@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import cv2
 import numpy as np
 
 from .optics import get_profile
-from .protocols import PROTOCOL_PRESETS, Protocol, get_protocol, random_protocol
+from .protocols import Protocol, get_protocol, random_protocol
 
 FORMAT = "deepaf-focal-stack"
 VERSION = 1
@@ -52,6 +53,8 @@ class DatasetSpec:
         seed: master seed.
         profile: optics profile name.
         noise: camera noise on.
+        sampling: "preview" (default: the binned 1280x720 preview stream's pixel size, which
+            is what the focus server predicts from) or "capture" (full-resolution pixels).
     """
 
     stacks: int
@@ -62,6 +65,7 @@ class DatasetSpec:
     seed: int = 0
     profile: str = "20x"
     noise: bool = True
+    sampling: str = "preview"
 
     def validate(self) -> None:
         """Raise ``ValueError`` with what to change for any bad argument."""
@@ -78,6 +82,8 @@ class DatasetSpec:
         if int(self.patch) <= 0 or int(self.patch) > 4096:
             raise ValueError(f"--patch must be in 1..4096 pixels, got {self.patch}")
         get_profile(self.profile)
+        if self.sampling not in ("preview", "capture"):
+            raise ValueError(f"--sampling must be preview or capture, got {self.sampling!r}")
         if self.protocols != "random":
             if not self.protocols:
                 raise ValueError("--protocols is empty; give preset names or 'random'")
@@ -87,7 +93,8 @@ class DatasetSpec:
     def to_args(self) -> dict:
         return {
             "stacks": int(self.stacks),
-            "protocols": self.protocols if isinstance(self.protocols, str)
+            "protocols": self.protocols
+            if isinstance(self.protocols, str)
             else list(self.protocols),
             "range_um": self.range_m * 1e6,
             "step_um": self.step_m * 1e6,
@@ -95,6 +102,7 @@ class DatasetSpec:
             "seed": int(self.seed),
             "profile": self.profile,
             "noise": bool(self.noise),
+            "sampling": self.sampling,
         }
 
 
@@ -119,8 +127,9 @@ def stack_plan(spec: DatasetSpec, i: int) -> tuple[int, Protocol, np.random.Gene
     slide_seed = int(rng.integers(0, 2**31 - 1))
     if spec.protocols == "random":
         protocol = random_protocol(np.random.default_rng([int(spec.seed), int(i), 0x9207]))
-        protocol = Protocol.from_dict({**protocol.to_dict(),
-                                       "name": f"random_s{spec.seed}_{i:05d}"})
+        protocol = Protocol.from_dict(
+            {**protocol.to_dict(), "name": f"random_s{spec.seed}_{i:05d}"}
+        )
     else:
         protocol = get_protocol(spec.protocols[int(rng.integers(len(spec.protocols)))])
     return slide_seed, protocol, rng
@@ -150,18 +159,24 @@ def write_stack(out_dir: str | Path, spec: DatasetSpec, i: int) -> str:
         return name
     sdir.mkdir(parents=True, exist_ok=True)
     slide_seed, protocol, rng = stack_plan(spec, i)
-    scope = VirtualMicroscope(spec.profile, protocol, slide_seed=slide_seed,
-                              noise_seed=int(rng.integers(1 << 31)))
+    scope = VirtualMicroscope(
+        spec.profile, protocol, slide_seed=slide_seed, noise_seed=int(rng.integers(1 << 31))
+    )
     x, y = scope.random_tissue_position(rng)
     zbest = float(scope.best_focus_z(x, y))
     dzs = defocus_grid(spec.range_m, spec.step_m)
     zs = [zbest + float(d) for d in dzs]
-    images = scope.render_stack(x, y, zs, size=int(spec.patch), noise=spec.noise)
+    images = scope.render_stack(
+        x, y, zs, size=int(spec.patch), noise=spec.noise, sampling=spec.sampling
+    )
     entries = []
     for dz, z, img in zip(dzs, zs, images, strict=True):
         fname = dz_file_name(float(dz))
-        ok = cv2.imwrite(str(sdir / fname), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                         [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        ok = cv2.imwrite(
+            str(sdir / fname),
+            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_PNG_COMPRESSION, 1],
+        )
         if not ok:
             raise OSError(f"could not write {sdir / fname}")
         entries.append({"file": fname, "z_m": z})
@@ -169,7 +184,10 @@ def write_stack(out_dir: str | Path, spec: DatasetSpec, i: int) -> str:
         "format": FORMAT,
         "version": VERSION,
         "profile": scope.profile.name,
-        "pixel_size_m": scope.pixel_size_m,
+        "pixel_size_m": (
+            scope.preview_pixel_size_m if spec.sampling == "preview" else scope.pixel_size_m
+        ),
+        "sampling": spec.sampling,
         "protocol": protocol.name,
         "protocol_params": protocol.to_dict(),
         "slide": f"sim:seed={slide_seed}",
@@ -196,13 +214,18 @@ def _check_writable(out: Path) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise ValueError(f"output directory {str(out)!r} is not writable ({e.strerror}); "
-                         "choose another --out") from None
+        raise ValueError(
+            f"output directory {str(out)!r} is not writable ({e.strerror}); choose another --out"
+        ) from None
 
 
-def write_dataset(out_dir: str | Path, spec: DatasetSpec, workers: int = 2,
-                  progress: bool = True,
-                  on_stack: Callable[[str], None] | None = None) -> Path:
+def write_dataset(
+    out_dir: str | Path,
+    spec: DatasetSpec,
+    workers: int = 2,
+    progress: bool = True,
+    on_stack: Callable[[str], None] | None = None,
+) -> Path:
     """Write (or resume) a focal-stack dataset.
 
     Args:
@@ -229,19 +252,26 @@ def write_dataset(out_dir: str | Path, spec: DatasetSpec, workers: int = 2,
         raise ValueError(f"--out {str(out)!r} exists and is not a directory")
     _check_writable(out)
     names = [stack_name(i) for i in range(int(spec.stacks))]
-    header = {"format": FORMAT, "version": VERSION, "stacks": names,
-              "created_by": "deepaf sim dataset", "args": spec.to_args()}
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "stacks": names,
+        "created_by": "deepaf sim dataset",
+        "args": spec.to_args(),
+    }
     index = out / "dataset.json"
     if index.exists():
         try:
             old = json.loads(index.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{index} is unreadable ({e}); move it away or use a new --out") \
-                from None
+            raise ValueError(
+                f"{index} is unreadable ({e}); move it away or use a new --out"
+            ) from None
         if old.get("args") != header["args"]:
             raise ValueError(
                 f"{out} already holds a dataset written with other arguments "
-                f"({old.get('args')}); use a new --out, or the same arguments to resume")
+                f"({old.get('args')}); use a new --out, or the same arguments to resume"
+            )
     else:
         _atomic_write_json(index, header)
     todo = [i for i, n in enumerate(names) if not (out / n / "meta.json").exists()]
@@ -267,11 +297,12 @@ def write_dataset(out_dir: str | Path, spec: DatasetSpec, workers: int = 2,
                     for f in futures:
                         f.cancel()
                     raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenProcessPool):
         finished = sum((out / n / "meta.json").exists() for n in names)
         raise DatasetInterrupted(
             f"interrupted: {finished} of {len(names)} stacks are complete in {out}; "
-            "re-run the same command to resume (partial stacks are redone)") from None
+            "re-run the same command to resume (partial stacks are redone)"
+        ) from None
     finally:
         bar.close()
     return out
@@ -295,9 +326,15 @@ class _Progress:
             )
         except ImportError:  # pragma: no cover
             return
-        self._p = Progress("[progress.description]{task.description}", BarColumn(),
-                           MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                           console=Console(stderr=True), transient=False)
+        self._p = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self._p.start()
         self._task = self._p.add_task("focal stacks", total=total, completed=done)
 
@@ -350,8 +387,10 @@ def read_dataset(path: str | Path, complete_only: bool = True) -> list[StackReco
         raise ValueError(f"{root} has no dataset.json; is it a deepaf focal-stack dataset?")
     head = json.loads(index.read_text())
     if head.get("format") != FORMAT or head.get("version") != VERSION:
-        raise ValueError(f"{index}: format {head.get('format')!r} version "
-                         f"{head.get('version')!r} is not {FORMAT!r} version {VERSION}")
+        raise ValueError(
+            f"{index}: format {head.get('format')!r} version "
+            f"{head.get('version')!r} is not {FORMAT!r} version {VERSION}"
+        )
     out = []
     for name in head["stacks"]:
         meta_path = root / name / "meta.json"
@@ -361,7 +400,3 @@ def read_dataset(path: str | Path, complete_only: bool = True) -> list[StackReco
             raise ValueError(f"stack {name} is incomplete; re-run the writer to finish it")
         out.append(StackRecord(root / name, json.loads(meta_path.read_text())))
     return out
-
-
-def valid_protocol_names() -> Sequence[str]:
-    return list(PROTOCOL_PRESETS)

@@ -30,6 +30,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import scipy.fft as sfft
 from scipy.fft import next_fast_len
@@ -100,18 +101,16 @@ def _pixel_mtf(shape: tuple[int, int]) -> np.ndarray:
 _POOL: ThreadPoolExecutor | None = None
 
 
-def _object_maps_threaded(slide: VirtualSlide, xs: np.ndarray, ys: np.ndarray,
-                          protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+def _object_maps_threaded(
+    slide: VirtualSlide, xs: np.ndarray, ys: np.ndarray, protocol: Protocol
+) -> tuple[np.ndarray, np.ndarray]:
     """slide.object_maps in row strips on a small thread pool (numpy releases the GIL).
 
     Every value is an elementwise function of its own coordinates, so strips are exact.
     """
-    global _POOL
     ny, nx = len(ys), len(xs)
     if _WORKERS < 2 or nx * ny < 300_000:
         return slide.object_maps(xs, ys, protocol)
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deepaf-sim")
     n_strips = max(2, min(16, (nx * ny) // 400_000))
     edges = np.linspace(0, ny, n_strips + 1).astype(int)
     hmap = np.empty((N_LAYERS, ny, nx), np.float32)
@@ -121,8 +120,15 @@ def _object_maps_threaded(slide: VirtualSlide, xs: np.ndarray, ys: np.ndarray,
         a, b = edges[k], edges[k + 1]
         hmap[:, a:b], emap[:, a:b] = slide.object_maps(xs, ys[a:b], protocol)
 
-    list(_POOL.map(work, range(n_strips)))
+    list(_pool().map(work, range(n_strips)))
     return hmap, emap
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deepaf-sim")
+    return _POOL
 
 
 _CAL_SEEDS = (101, 202, 303)
@@ -185,19 +191,26 @@ class VirtualMicroscope:
         ValueError: unknown profile or protocol.
     """
 
-    def __init__(self, profile: str | OpticsProfile = "20x",
-                 protocol: str | Protocol = "lab_a_standard", slide_seed: int = 0,
-                 camera: CameraModel | None = None, stage: SimStage | None = None,
-                 noise_seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        profile: str | OpticsProfile = "20x",
+        protocol: str | Protocol = "lab_a_standard",
+        slide_seed: int = 0,
+        camera: CameraModel | None = None,
+        stage: SimStage | None = None,
+        noise_seed: int | None = 0,
+    ) -> None:
         self.profile = get_profile(profile)
         self.protocol = get_protocol(protocol)
         self.slide = VirtualSlide(slide_seed)
         self.camera = camera or CameraModel()
         w, h = self.slide.size_m
         self.stage = stage or SimStage(
-            StageLimits(0.0, w, 0.0, h, -500e-6, 500e-6), z_step_m=self.profile.z_step_m,
+            StageLimits(0.0, w, 0.0, h, -500e-6, 500e-6),
+            z_step_m=self.profile.z_step_m,
             backlash_m=2e-6 if self.profile.name != "4x" else 10e-6,
-            position=(w / 2, h / 2, 0.0))
+            position=(w / 2, h / 2, 0.0),
+        )
         self._rng = np.random.default_rng(noise_seed)
         self._obj_cache = None
 
@@ -240,8 +253,7 @@ class VirtualMicroscope:
         Defined once: the section's mid-plane height plus :func:`focus_offset_m` of this
         profile and protocol (the calibrated Brenner peak).
         """
-        return self.slide.focus_surface_m(x_m, y_m) + focus_offset_m(self.profile,
-                                                                       self.protocol)
+        return self.slide.focus_surface_m(x_m, y_m) + focus_offset_m(self.profile, self.protocol)
 
     def has_tissue(self, x_m: float, y_m: float) -> bool:
         """Whether the capture field at (x, y) may contain tissue (coarse, cheap)."""
@@ -254,8 +266,9 @@ class VirtualMicroscope:
                 raise ValueError(f"{name} must be a finite number of metres, got {v!r}")
         self.stage.limits.check(float(x_m), float(y_m), float(z_m))
 
-    def render_intensity(self, x_m: float, y_m: float, z_m: float, size,
-                         pixel_size_m: float | None = None) -> np.ndarray:
+    def render_intensity(
+        self, x_m: float, y_m: float, z_m: float, size, pixel_size_m: float | None = None
+    ) -> np.ndarray:
         """Noise-free optical intensity (3, h, w) float32 (1.0 = clear glass, lamp-relative).
 
         Args:
@@ -288,7 +301,8 @@ class VirtualMicroscope:
         phase_density = fe + np.float32(0.6) * fh
         ha, hp = transfer_tables(prof, prot, dz_mid)
         out = np.empty((6, ny, nx // 2 + 1), np.complex64)
-        for c in range(3):
+
+        def channel(c: int) -> None:
             idx = radial_index((ny, nx), pix, WAVELENGTHS_M[c], prof.na, prof.condenser_sigma)
             k_phase = 2 * math.pi / WAVELENGTHS_M[c] * prot.delta_n * prot.thickness_m / N_LAYERS
             a_h = np.float32(_LN10 * layer_scale * prot.h_strength * prot.h_vector[c])
@@ -299,8 +313,14 @@ class VirtualMicroscope:
             for lyr in range(N_LAYERS):
                 acc_a += ha[c, lyr][idx] * (a_h * fh[lyr] + a_e * fe[lyr])
                 acc_p += (hp[c, lyr] * np.float32(k_phase))[idx] * phase_density[lyr]
+
+        if _WORKERS >= 2 and ny * nx > 300_000:
+            list(_pool().map(channel, range(3)))
+        else:
+            for c in range(3):
+                channel(c)
         fields = sfft.irfft2(out, s=(ny, nx), workers=_WORKERS)
-        fields = fields[:, margin:margin + h, margin:margin + w]
+        fields = fields[:, margin : margin + h, margin : margin + w]
         inten = np.exp(-fields[0::2])
         inten *= np.clip(1 + 2 * fields[1::2], 0.05, 3.0)
         inten *= np.float32(glass)
@@ -321,8 +341,12 @@ class VirtualMicroscope:
         c = self._obj_cache
         if c is not None and c[0] == key:
             ci0, cj0, ch, ce = c[1], c[2], c[3], c[4]
-            if (ci0 <= i0 and cj0 <= j0 and i0 + nx <= ci0 + ch.shape[2]
-                    and j0 + ny <= cj0 + ch.shape[1]):
+            if (
+                ci0 <= i0
+                and cj0 <= j0
+                and i0 + nx <= ci0 + ch.shape[2]
+                and j0 + ny <= cj0 + ch.shape[1]
+            ):
                 sl = (slice(None), slice(j0 - cj0, j0 - cj0 + ny), slice(i0 - ci0, i0 - ci0 + nx))
                 return ch[sl], ce[sl]
         xs = (i0 + np.arange(nx)).astype(np.float64) * pix
@@ -332,28 +356,55 @@ class VirtualMicroscope:
             self._obj_cache = (key, i0, j0, hmap, emap)
         return hmap, emap
 
-    def render_stack(self, x_m: float, y_m: float, z_m, size=224, noise: bool = True,
-                     rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    def render_stack(
+        self,
+        x_m: float,
+        y_m: float,
+        z_m,
+        size=224,
+        noise: bool = True,
+        rng: np.random.Generator | None = None,
+        sampling: str = "capture",
+    ) -> list[np.ndarray]:
         """Patches at one field for several focal planes (object generated once).
 
         Args:
             x_m, y_m: field centre (m); z_m: sequence of absolute focal-plane heights (m).
             size, noise, rng: as in :meth:`render`.
+            sampling: "capture" (full-resolution pixels) or "preview" (the binned preview
+                stream's pixels: what the focus model sees when it focuses from a preview).
         """
+        if sampling not in ("capture", "preview"):
+            raise ValueError(f"sampling must be 'capture' or 'preview', got {sampling!r}")
+        pix = self.preview_pixel_size_m if sampling == "preview" else self.pixel_size_m
+        binning = self.camera.preview_binning if sampling == "preview" else 1.0
         zs = [float(z) for z in np.atleast_1d(z_m)]
         w, h = _parse_size(size)
         for z in zs:
             self._check_pose(x_m, y_m, z)
         mid = float(self.slide.focus_surface_m(x_m, y_m))
-        worst = max(float(np.abs(channel_layer_defocus(self.profile, self.protocol,
-                                                        z - mid)).max()) for z in zs)
-        _, i0, j0, nx, ny = self._region(x_m, y_m, w, h, self.pixel_size_m, worst)
-        self._object(i0, j0, nx, ny, self.pixel_size_m)  # prime the cache
-        return [self.render(x_m, y_m, z, (w, h), noise, rng) for z in zs]
+        worst = max(
+            float(np.abs(channel_layer_defocus(self.profile, self.protocol, z - mid)).max())
+            for z in zs
+        )
+        _, i0, j0, nx, ny = self._region(x_m, y_m, w, h, pix, worst)
+        self._object(i0, j0, nx, ny, pix)  # prime the cache
+        return [
+            self.render(x_m, y_m, z, (w, h), noise, rng, pixel_size_m=pix, binning=binning)
+            for z in zs
+        ]
 
-    def render(self, x_m: float, y_m: float, z_m: float, size=224, noise: bool = True,
-               rng: np.random.Generator | None = None, pixel_size_m: float | None = None,
-               binning: float = 1.0) -> np.ndarray:
+    def render(
+        self,
+        x_m: float,
+        y_m: float,
+        z_m: float,
+        size=224,
+        noise: bool = True,
+        rng: np.random.Generator | None = None,
+        pixel_size_m: float | None = None,
+        binning: float = 1.0,
+    ) -> np.ndarray:
         """8-bit RGB frame (h, w, 3) centred at (x, y) with the focal plane at z.
 
         Args:
@@ -368,29 +419,94 @@ class VirtualMicroscope:
             ValueError: non-finite or out-of-limit pose, non-positive size.
         """
         inten = self.render_intensity(x_m, y_m, z_m, size, pixel_size_m)
-        return self.camera.expose(inten, self.protocol, binning=binning, noise=noise,
-                                  rng=rng if rng is not None else self._rng)
+        return self.camera.expose(
+            inten,
+            self.protocol,
+            binning=binning,
+            noise=noise,
+            rng=rng if rng is not None else self._rng,
+        )
 
-    def render_patch(self, x_m: float, y_m: float, z_m: float, size=224, noise: bool = True,
-                     rng: np.random.Generator | None = None) -> np.ndarray:
+    def render_patch(
+        self,
+        x_m: float,
+        y_m: float,
+        z_m: float,
+        size=224,
+        noise: bool = True,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
         """A patch at full-resolution sampling (the training-data stream)."""
         return self.render(x_m, y_m, z_m, size, noise, rng)
 
-    def preview(self, x_m: float, y_m: float, z_m: float, noise: bool = True,
-                rng: np.random.Generator | None = None) -> np.ndarray:
+    def preview(
+        self,
+        x_m: float,
+        y_m: float,
+        z_m: float,
+        noise: bool = True,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
         """1280x720 preview: the capture's field width, cropped to 16:9, binned."""
-        return self.render(x_m, y_m, z_m, self.camera.preview_px, noise, rng,
-                           pixel_size_m=self.preview_pixel_size_m,
-                           binning=self.camera.preview_binning)
+        return self.render(
+            x_m,
+            y_m,
+            z_m,
+            self.camera.preview_px,
+            noise,
+            rng,
+            pixel_size_m=self.preview_pixel_size_m,
+            binning=self.camera.preview_binning,
+        )
 
-    def capture(self, x_m: float, y_m: float, z_m: float, noise: bool = True,
-                rng: np.random.Generator | None = None) -> np.ndarray:
-        """4056x3040 full-resolution capture."""
-        return self.render(x_m, y_m, z_m, self.camera.sensor_px, noise, rng)
+    def capture(
+        self,
+        x_m: float,
+        y_m: float,
+        z_m: float,
+        noise: bool = True,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """4056x3040 full-resolution capture.
+
+        The optics are band-limited below the sensor's Nyquist frequency (20x: cut-off
+        2.2 cycles/um, sensor Nyquist 3.2), so the intensity is rendered on the coarsest
+        grid that still samples the green optical cut-off (20x: 1.45x coarser) and
+        resampled (bicubic) to the sensor pixels before the camera model.
+        """
+        w, h = self.camera.sensor_px
+        self._check_pose(x_m, y_m, z_m)
+        pix = self.pixel_size_m
+        prof = self.profile
+        cutoff = prof.na * (1 + prof.condenser_sigma) / WAVELENGTHS_M[1]
+        k = min(2.0, max(1.0, 1.0 / (2 * cutoff * pix)))
+        if k < 1.1:
+            return self.render(x_m, y_m, z_m, (w, h), noise, rng)
+        pix_r = pix * k
+        wr, hr = math.ceil(w / k) + 4, math.ceil(h / k) + 4
+        coarse = self.render_intensity(x_m, y_m, z_m, (wr, hr), pix_r)
+        i0f = round(x_m / pix - (w - 1) / 2)
+        j0f = round(y_m / pix - (h - 1) / 2)
+        i0c = round(x_m / pix_r - (wr - 1) / 2)
+        j0c = round(y_m / pix_r - (hr - 1) / 2)
+        m = np.array([[1 / k, 0, i0f / k - i0c], [0, 1 / k, j0f / k - j0c]], np.float64)
+        inten = np.empty((3, h, w), np.float32)
+        for c in range(3):
+            inten[c] = cv2.warpAffine(
+                coarse[c],
+                m,
+                (w, h),
+                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REFLECT,
+            )
+        return self.camera.expose(
+            inten, self.protocol, noise=noise, rng=rng if rng is not None else self._rng
+        )
 
     # ------------------------------------------------------------------ stage-driven
-    def move_to(self, x: float | None = None, y: float | None = None,
-                z: float | None = None) -> float:
+    def move_to(
+        self, x: float | None = None, y: float | None = None, z: float | None = None
+    ) -> float:
         """Move the stage; returns the simulated duration (s)."""
         return self.stage.move_to(x, y, z)
 
@@ -412,8 +528,9 @@ class VirtualMicroscope:
         self.stage.wait(dt)
         return Frame(img, x, y, z, self.pixel_size_m, dt)
 
-    def random_tissue_position(self, rng: np.random.Generator, margin_m: float | None = None,
-                               tries: int = 200) -> tuple[float, float]:
+    def random_tissue_position(
+        self, rng: np.random.Generator, margin_m: float | None = None, tries: int = 200
+    ) -> tuple[float, float]:
         """A random (x, y) whose capture field contains tissue.
 
         Raises:
@@ -423,6 +540,6 @@ class VirtualMicroscope:
         m = margin_m if margin_m is not None else 0.5 * max(self.field_of_view_m)
         for _ in range(tries):
             x, y = rng.uniform(m, w - m), rng.uniform(m, h - m)
-            if self.slide._section_sdf(np.array(x), np.array(y)) > 100e-6:
+            if self.slide.section_sdf_m(np.array(x), np.array(y)) > 100e-6:
                 return float(x), float(y)
         raise RuntimeError(f"no tissue found on slide seed {self.slide.seed} in {tries} tries")

@@ -56,8 +56,9 @@ def _linear_weights(u: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return i0, [1 - t, t]
 
 
-def interp_lattice(values, xs: np.ndarray, ys: np.ndarray, spacing: float,
-                   order: int = 3) -> np.ndarray:
+def interp_lattice(
+    values, xs: np.ndarray, ys: np.ndarray, spacing: float, order: int = 3
+) -> np.ndarray:
     """Smoothly interpolate lattice values onto the pixel grid (xs, ys).
 
     Args:
@@ -101,15 +102,17 @@ def value_noise(seed: int, salt: int, xs: np.ndarray, ys: np.ndarray, spacing: f
     pixel = abs(float(xs[1] - xs[0])) if len(xs) > 1 else spacing
     if spacing < 1.5 * pixel:
         return np.zeros((len(ys), len(xs)), np.float32)
-    field = interp_lattice(lambda gx, gy: hash_uniform(seed, salt, gx[None, :], gy[:, None]),
-                           xs, ys, spacing)
+    field = interp_lattice(
+        lambda gx, gy: hash_uniform(seed, salt, gx[None, :], gy[:, None]), xs, ys, spacing
+    )
     field -= np.float32(0.5)
     field /= _NOISE_STD
     return field
 
 
-def fractal_noise(seed: int, salt: int, xs, ys, spacing: float, octaves: int = 3,
-                  gain: float = 0.5) -> np.ndarray:
+def fractal_noise(
+    seed: int, salt: int, xs, ys, spacing: float, octaves: int = 3, gain: float = 0.5
+) -> np.ndarray:
     """Sum of value-noise octaves (spacing, spacing/2, ...), normalised to about unit std."""
     out = np.zeros((len(ys), len(xs)), np.float32)
     amp, norm = 1.0, 0.0

@@ -96,20 +96,36 @@ class OpticsProfile:
 
 OPTICS_PROFILES: dict[str, OpticsProfile] = {
     "20x": OpticsProfile(
-        name="20x", magnification=20.0, na=0.75, condenser_sigma=0.6, immersion_n=1.0,
-        chromatic_offsets_m=(0.35e-6, 0.0, -0.45e-6), residual_sa_waves=0.08,
+        name="20x",
+        magnification=20.0,
+        na=0.75,
+        condenser_sigma=0.6,
+        immersion_n=1.0,
+        chromatic_offsets_m=(0.35e-6, 0.0, -0.45e-6),
+        residual_sa_waves=0.08,
         # Gibson-Lanni for a dry objective: W040 ~ dt (n_g^2 - 1) / (8 n_g^3) NA^4 / lambda
         sa_waves_per_m_coverslip=0.0268e6,
-        camera_pixel_m=1.55e-6, relay_magnification=0.5,
-        z_step_m=0.1e-6, train_range_m=10e-6, exposure_s=0.008,
+        camera_pixel_m=1.55e-6,
+        relay_magnification=0.5,
+        z_step_m=0.1e-6,
+        train_range_m=10e-6,
+        exposure_s=0.008,
     ),
     "4x": OpticsProfile(
-        name="4x", magnification=4.0, na=0.10, condenser_sigma=0.6, immersion_n=1.0,
+        name="4x",
+        magnification=4.0,
+        na=0.10,
+        condenser_sigma=0.6,
+        immersion_n=1.0,
         # cues scaled with the depth of field (60 um) so the focus direction stays visible
-        chromatic_offsets_m=(12e-6, 0.0, -16e-6), residual_sa_waves=0.15,
+        chromatic_offsets_m=(12e-6, 0.0, -16e-6),
+        residual_sa_waves=0.15,
         sa_waves_per_m_coverslip=0.002e6,
-        camera_pixel_m=1.55e-6, relay_magnification=1.0,
-        z_step_m=2e-6, train_range_m=100e-6, exposure_s=0.004,
+        camera_pixel_m=1.55e-6,
+        relay_magnification=1.0,
+        z_step_m=2e-6,
+        train_range_m=100e-6,
+        exposure_s=0.004,
     ),
 }
 
@@ -164,9 +180,11 @@ def _pupil_geometry(na: float, sigma: float, n_imm: float, wavelength: float):
     return a.astype(np.float32), z40.astype(np.float32), inside
 
 
-def radial_transfer_batch(na: float, sigma: float, n_imm: float, wavelength: float,
-                          defocus_m: np.ndarray, w040: float) -> tuple[np.ndarray, np.ndarray]:
-    """Radial tables (hA, hP), shape (len(defocus_m), N), over f = |k| lambda / NA in [0, 1 + sigma].
+def radial_transfer_batch(
+    na: float, sigma: float, n_imm: float, wavelength: float, defocus_m: np.ndarray, w040: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Radial tables (hA, hP), shape (len(defocus_m), N), over f = |k| lambda / NA in
+    [0, 1 + sigma].
 
     The last sample is zero so indices past the cut-off read zero.
     """
@@ -183,8 +201,9 @@ def radial_transfer_batch(na: float, sigma: float, n_imm: float, wavelength: flo
 
 
 @functools.lru_cache(maxsize=4096)
-def radial_transfer(na: float, sigma: float, n_imm: float, wavelength: float,
-                    defocus_m: float, w040: float) -> tuple[np.ndarray, np.ndarray]:
+def radial_transfer(
+    na: float, sigma: float, n_imm: float, wavelength: float, defocus_m: float, w040: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Cached single-defocus version of :func:`radial_transfer_batch`."""
     ha, hp = radial_transfer_batch(na, sigma, n_imm, wavelength, np.array([defocus_m]), w040)
     return ha[0], hp[0]
@@ -219,15 +238,21 @@ def transfer_tables(profile: OpticsProfile, protocol: Protocol, dz_m: float):
     for c in range(3):
         for lyr in range(N_LAYERS):
             a, p = radial_transfer(
-                profile.na, profile.condenser_sigma, profile.immersion_n, WAVELENGTHS_M[c],
-                quantize_defocus(u[c, lyr]), round(w040, 6))
+                profile.na,
+                profile.condenser_sigma,
+                profile.immersion_n,
+                WAVELENGTHS_M[c],
+                quantize_defocus(u[c, lyr]),
+                round(w040, 6),
+            )
             ha[c, lyr] = np.interp(fine, coarse, a)
             hp[c, lyr] = np.interp(fine, coarse, p)
     return ha, hp
 
 
-def radial_index(shape: tuple[int, int], pixel_m: float, wavelength: float, na: float,
-                 sigma: float) -> np.ndarray:
+def radial_index(
+    shape: tuple[int, int], pixel_m: float, wavelength: float, na: float, sigma: float
+) -> np.ndarray:
     """Index into the lookup tables for every bin of an rfft2 spectrum of ``shape``."""
     return _radial_index(tuple(shape), float(pixel_m), float(wavelength), float(na), float(sigma))
 
@@ -249,8 +274,9 @@ def blur_radius_m(profile: OpticsProfile, max_defocus_m: float) -> float:
 
 
 @functools.lru_cache(maxsize=512)
-def _best_focus_offset(profile: OpticsProfile, thickness_m: float, delta_n: float,
-                       w040: float, od_scale: float) -> float:
+def _best_focus_offset(
+    profile: OpticsProfile, thickness_m: float, delta_n: float, w040: float, od_scale: float
+) -> float:
     pix = profile.pixel_size_m
     lam = WAVELENGTHS_M[1]
     f = np.linspace(0.0, 1.0 + profile.condenser_sigma, _N_RADIAL)
@@ -269,8 +295,9 @@ def _best_focus_offset(profile: OpticsProfile, thickness_m: float, delta_n: floa
 
     def scores(dz: np.ndarray) -> np.ndarray:
         u = (dz[:, None] + profile.chromatic_offsets_m[1] - h[None, :]).ravel()
-        ha, hp = radial_transfer_batch(profile.na, profile.condenser_sigma, profile.immersion_n,
-                                       lam, u, w040)
+        ha, hp = radial_transfer_batch(
+            profile.na, profile.condenser_sigma, profile.immersion_n, lam, u, w040
+        )
         s = (ha.astype(float) ** 2 + (phase_w * hp.astype(float)) ** 2) @ weight
         return s.reshape(len(dz), len(h)).sum(axis=1)
 
@@ -283,7 +310,13 @@ def _best_focus_offset(profile: OpticsProfile, thickness_m: float, delta_n: floa
 
 def best_focus_offset(profile: OpticsProfile, protocol: Protocol) -> float:
     """Best-focus stage z minus the section's mid-plane z (metres); see module docstring."""
-    od_scale = math.log(10) * (protocol.h_strength * protocol.h_vector[1]
-                               + protocol.e_strength * protocol.e_vector[1])
-    return _best_focus_offset(profile, round(protocol.thickness_m, 9), round(protocol.delta_n, 6),
-                              round(sa_waves(profile, protocol), 6), round(od_scale, 4))
+    od_scale = math.log(10) * (
+        protocol.h_strength * protocol.h_vector[1] + protocol.e_strength * protocol.e_vector[1]
+    )
+    return _best_focus_offset(
+        profile,
+        round(protocol.thickness_m, 9),
+        round(protocol.delta_n, 6),
+        round(sa_waves(profile, protocol), 6),
+        round(od_scale, 4),
+    )

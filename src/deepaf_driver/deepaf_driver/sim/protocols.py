@@ -94,23 +94,45 @@ PROTOCOL_PRESETS: dict[str, Protocol] = {
     for p in [
         Protocol("lab_a_standard"),
         Protocol("lab_b_pale_eosin", e_strength=0.16, h_strength=0.50, delta_n=0.012),
-        Protocol("lab_c_dark_hematoxylin", h_strength=0.85, h_vector=(0.65, 0.70, 0.29),
-                 e_strength=0.26),
+        Protocol(
+            "lab_c_dark_hematoxylin", h_strength=0.85, h_vector=(0.65, 0.70, 0.29), e_strength=0.26
+        ),
         Protocol("lab_d_thick_section", thickness_m=5e-6, delta_n=0.02, coverslip_error_m=5e-6),
-        Protocol("lab_e_thin_section", thickness_m=3e-6, h_strength=0.5, e_strength=0.28,
-                 coverslip_error_m=-5e-6),
+        Protocol(
+            "lab_e_thin_section",
+            thickness_m=3e-6,
+            h_strength=0.5,
+            e_strength=0.28,
+            coverslip_error_m=-5e-6,
+        ),
         Protocol("lab_f_warm_lamp", lamp_rgb=(1.0, 0.82, 0.60), wb_error_rgb=(1.05, 1.0, 0.93)),
-        Protocol("lab_g_cool_led", lamp_rgb=(0.85, 0.95, 1.0), wb_error_rgb=(0.96, 1.0, 1.05),
-                 delta_n=0.02),
+        Protocol(
+            "lab_g_cool_led",
+            lamp_rgb=(0.85, 0.95, 1.0),
+            wb_error_rgb=(0.96, 1.0, 1.05),
+            delta_n=0.02,
+        ),
         Protocol("lab_h_high_cellularity", cellularity=0.85, h_strength=0.6),
-        Protocol("lab_i_low_index_mountant", delta_n=0.03, e_strength=0.34,
-                 coverslip_error_m=8e-6),
-        Protocol("lab_j_magenta_eosin", e_vector=(0.07, 0.99, 0.11), h_vector=(0.55, 0.78, 0.30),
-                 e_strength=0.36, cellularity=0.35),
+        Protocol("lab_i_low_index_mountant", delta_n=0.03, e_strength=0.34, coverslip_error_m=8e-6),
+        Protocol(
+            "lab_j_magenta_eosin",
+            e_vector=(0.07, 0.99, 0.11),
+            h_vector=(0.55, 0.78, 0.30),
+            e_strength=0.36,
+            cellularity=0.35,
+        ),
         # deliberately outside the colour range of the training presets and of random sampling
-        Protocol("other_lab", h_vector=(0.25, 0.55, 0.80), e_vector=(0.02, 0.62, 0.78),
-                 h_strength=0.7, e_strength=0.22, lamp_rgb=(0.9, 1.0, 0.9),
-                 wb_error_rgb=(0.97, 1.03, 0.97), delta_n=0.008, coverslip_error_m=-8e-6),
+        Protocol(
+            "other_lab",
+            h_vector=(0.25, 0.55, 0.80),
+            e_vector=(0.02, 0.62, 0.78),
+            h_strength=0.7,
+            e_strength=0.22,
+            lamp_rgb=(0.9, 1.0, 0.9),
+            wb_error_rgb=(0.97, 1.03, 0.97),
+            delta_n=0.008,
+            coverslip_error_m=-8e-6,
+        ),
     ]
 }
 

@@ -56,8 +56,9 @@ class VirtualSlide:
         self._wave_phase = rng.uniform(0, 2 * np.pi, n_w)
         # tissue sections: irregular ellipses
         n_s = int(rng.integers(2, 5))
-        self._sec_c = np.stack([rng.uniform(0.28 * w, 0.72 * w, n_s),
-                                rng.uniform(0.28 * h, 0.72 * h, n_s)], 1)
+        self._sec_c = np.stack(
+            [rng.uniform(0.28 * w, 0.72 * w, n_s), rng.uniform(0.28 * h, 0.72 * h, n_s)], 1
+        )
         self._sec_r = rng.uniform(1.3e-3, 3.0e-3, (n_s, 2))
         self._sec_a = rng.uniform(0, np.pi, n_s)
 
@@ -71,7 +72,7 @@ class VirtualSlide:
             z = z + a * np.cos(k[0] * x + k[1] * y + ph)
         return z
 
-    def _section_sdf(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def section_sdf_m(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Approximate signed distance (m, positive inside) to the nearest section edge."""
         best = np.full(np.broadcast(x, y).shape, -1.0)
         for c, r, a in zip(self._sec_c, self._sec_r, self._sec_a, strict=True):
@@ -86,7 +87,7 @@ class VirtualSlide:
 
         Evaluated exactly; callers sample it on a world-aligned 4 um lattice.
         """
-        edge = self._section_sdf(xs[None, :], ys[:, None]).astype(np.float32)
+        edge = self.section_sdf_m(xs[None, :], ys[:, None]).astype(np.float32)
         if edge.max() < -300e-6:
             z = np.zeros_like(edge)
             return z, z
@@ -95,8 +96,12 @@ class VirtualSlide:
         tissue = _smoothstep(edge / 10e-6 + 0.5)
         holes = fractal_noise(self.seed, 3, xs, ys, 70e-6, octaves=2)
         tissue *= 1 - _smoothstep((holes - 1.25) / 0.25)
-        cf = 1 / (1 + np.exp(-3.5 * (fractal_noise(self.seed, 4, xs, ys, 250e-6, 2)
-                                     + (cellularity - 0.5) * 2.0)))
+        cf = 1 / (
+            1
+            + np.exp(
+                -3.5 * (fractal_noise(self.seed, 4, xs, ys, 250e-6, 2) + (cellularity - 0.5) * 2.0)
+            )
+        )
         return tissue, cf.astype(np.float32)
 
     def tissue_fraction(self, xs: np.ndarray, ys: np.ndarray, cellularity: float = 0.5):
@@ -110,6 +115,7 @@ class VirtualSlide:
                 if key not in cache:
                     cache[key] = self._coarse_fields(gx * sp, gy * sp, cellularity)
                 return cache[key][k]
+
             return values
 
         tissue = interp_lattice(field(0), xs, ys, sp, order=1)
@@ -120,11 +126,12 @@ class VirtualSlide:
     def has_tissue(self, x_m: float, y_m: float, radius_m: float = 0.0) -> bool:
         """Whether any tissue lies within ``radius_m`` of (x, y) (cheap, coarse test)."""
         g = np.linspace(-radius_m, radius_m, 9) if radius_m > 0 else np.zeros(1)
-        return bool(self._section_sdf(x_m + g[None, :], y_m + g[:, None]).max() > -150e-6)
+        return bool(self.section_sdf_m(x_m + g[None, :], y_m + g[:, None]).max() > -150e-6)
 
     # ------------------------------------------------------------------ object
-    def object_maps(self, xs: np.ndarray, ys: np.ndarray,
-                    protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    def object_maps(
+        self, xs: np.ndarray, ys: np.ndarray, protocol: Protocol
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Stain densities on the pixel grid, per depth layer.
 
         Args:
@@ -158,8 +165,7 @@ class VirtualSlide:
             self._add_nuclei(hmap, emap, xs, ys, tissue, protocol, heights, grid, cs, off, chrom)
         return hmap, emap
 
-    def _add_nuclei(self, hmap, emap, xs, ys, tissue, protocol, heights, grid, cs, off,
-                    chrom):
+    def _add_nuclei(self, hmap, emap, xs, ys, tissue, protocol, heights, grid, cs, off, chrom):
         s = self.seed * 7 + 1000 + grid * 50
         ux = (np.asarray(xs) - off[0]) / cs
         uy = (np.asarray(ys) - off[1]) / cs
@@ -171,8 +177,16 @@ class VirtualSlide:
         hu = lambda k: hash_uniform(s, k, cxg, cyg)  # noqa: E731
         centres_x = (gx + 0.5) * cs + off[0]
         centres_y = (gy + 0.5) * cs + off[1]
-        cf = 1 / (1 + np.exp(-3.5 * (fractal_noise(self.seed, 4, centres_x, centres_y, 250e-6, 2)
-                                    + (protocol.cellularity - 0.5) * 2.0)))
+        cf = 1 / (
+            1
+            + np.exp(
+                -3.5
+                * (
+                    fractal_noise(self.seed, 4, centres_x, centres_y, 250e-6, 2)
+                    + (protocol.cellularity - 0.5) * 2.0
+                )
+            )
+        )
         # nucleus type: cellular regions -> round, dense; stroma -> sparse, elongated
         p_present = (0.08 + 0.62 * cf) * (0.5 + protocol.cellularity) * (0.85 if grid else 1.0)
         present = hu(0) < p_present
@@ -188,20 +202,43 @@ class VirtualSlide:
         th = hu(6) * np.pi
         dark = (0.75 + 0.5 * hu(7)) * present
         zc = (hu(8) - 0.5) * 0.3 * protocol.thickness_m
-        params = [jx, jy, np.cos(th), np.sin(th), 1 / a, 1 / b, dark,
-                  *[1 - ((h - zc) / r) ** 2 for h in heights]]
+        params = [
+            jx,
+            jy,
+            np.cos(th),
+            np.sin(th),
+            1 / a,
+            1 / b,
+            dark,
+            *[1 - ((h - zc) / r) ** 2 for h in heights],
+        ]
+        flat = [np.ascontiguousarray(p, dtype=np.float32).ravel() for p in params]
         cid = ((icy - gy[0]) * len(gx))[:, None] + (icx - gx[0])[None, :]
-        pix = [np.take(p.astype(np.float32).ravel(), cid) for p in params]
-        dx = ((ux - icx - 0.5) * cs).astype(np.float32)[None, :] - pix[0]
-        dy = ((uy - icy - 0.5) * cs).astype(np.float32)[:, None] - pix[1]
-        u = (dx * pix[2] + dy * pix[3]) * pix[4]
-        v = (dy * pix[2] - dx * pix[3]) * pix[5]
+        # dark is 0 where no nucleus: skip those cells' pixels before the geometry
+        live = np.flatnonzero(np.take(flat[6], cid).ravel() > 0)
+        if live.size == 0:
+            return
+        cid_l = cid.ravel()[live]
+        nx = len(xs)
+        rows, cols = np.divmod(live, nx)
+        lx = ((ux - icx - 0.5) * cs).astype(np.float32)
+        ly = ((uy - icy - 0.5) * cs).astype(np.float32)
+        dx = lx[cols] - flat[0][cid_l]
+        dy = ly[rows] - flat[1][cid_l]
+        cos_t, sin_t = flat[2][cid_l], flat[3][cid_l]
+        u = (dx * cos_t + dy * sin_t) * flat[4][cid_l]
+        v = (dy * cos_t - dx * sin_t) * flat[5][cid_l]
         d2 = u * u + v * v
-        dark_pix = pix[6] * tissue
-        base = dark_pix * (0.75 + 0.22 * chrom)
+        inside = d2 < 1.0  # every layer's cross-section lies inside the unit ellipse
+        live, cid_l, d2 = live[inside], cid_l[inside], d2[inside]
+        dark = flat[6][cid_l] * tissue.ravel()[live]
+        base = dark * (0.75 + 0.22 * chrom.ravel()[live])
+        has = (dark > 0).astype(np.float32)
         for lyr in range(len(heights)):
-            s2 = pix[7 + lyr]
+            s2 = flat[7 + lyr][cid_l]
             prof = _smoothstep((s2 - d2) * np.float32(1 / 0.18))
             rim = np.exp(-(((d2 - s2 * 0.85) * np.float32(1 / 0.12)) ** 2))
-            hmap[lyr] += 1.6 * prof * (base + 0.35 * dark_pix * rim)
-            emap[lyr] *= 1 - 0.6 * prof * (dark_pix > 0)
+            hm = hmap[lyr].reshape(-1)
+            em = emap[lyr].reshape(-1)
+            hm[live] += 1.6 * prof * (base + 0.35 * dark * rim)
+            em[live] *= 1 - 0.6 * prof * has

@@ -31,18 +31,20 @@ class StageLimits:
     z_min_m: float = -500e-6
     z_max_m: float = 500e-6
 
-    def check(self, x: float | None = None, y: float | None = None,
-              z: float | None = None) -> None:
+    def check(self, x: float | None = None, y: float | None = None, z: float | None = None) -> None:
         """Raise ``ValueError`` naming the axis if a coordinate is outside the limits."""
-        for axis, v, lo, hi in (("x", x, self.x_min_m, self.x_max_m),
-                                ("y", y, self.y_min_m, self.y_max_m),
-                                ("z", z, self.z_min_m, self.z_max_m)):
+        for axis, v, lo, hi in (
+            ("x", x, self.x_min_m, self.x_max_m),
+            ("y", y, self.y_min_m, self.y_max_m),
+            ("z", z, self.z_min_m, self.z_max_m),
+        ):
             if v is None:
                 continue
             if not math.isfinite(v) or not lo <= v <= hi:
                 raise ValueError(
                     f"stage {axis}={v * 1e3:.4f} mm outside its limits "
-                    f"[{lo * 1e3:.4f}, {hi * 1e3:.4f}] mm; choose a position inside them")
+                    f"[{lo * 1e3:.4f}, {hi * 1e3:.4f}] mm; choose a position inside them"
+                )
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,16 @@ class SimStage:
         position: initial (x, y, z).
     """
 
-    def __init__(self, limits: StageLimits | None = None, z_step_m: float = 0.1e-6,
-                 xy: AxisDynamics | None = None, z: AxisDynamics | None = None,
-                 backlash_m: float = 2e-6, compensate_backlash: bool = True,
-                 position: tuple[float, float, float] | None = None) -> None:
+    def __init__(
+        self,
+        limits: StageLimits | None = None,
+        z_step_m: float = 0.1e-6,
+        xy: AxisDynamics | None = None,
+        z: AxisDynamics | None = None,
+        backlash_m: float = 2e-6,
+        compensate_backlash: bool = True,
+        position: tuple[float, float, float] | None = None,
+    ) -> None:
         if z_step_m <= 0:
             raise ValueError(f"z_step_m must be positive, got {z_step_m}")
         self.limits = limits or StageLimits()
@@ -89,8 +97,11 @@ class SimStage:
         self.backlash_m = float(backlash_m)
         self.compensate_backlash = compensate_backlash
         lim = self.limits
-        x0, y0, z0 = position or ((lim.x_min_m + lim.x_max_m) / 2,
-                                  (lim.y_min_m + lim.y_max_m) / 2, 0.0)
+        x0, y0, z0 = position or (
+            (lim.x_min_m + lim.x_max_m) / 2,
+            (lim.y_min_m + lim.y_max_m) / 2,
+            0.0,
+        )
         lim.check(x0, y0, z0)
         self._x, self._y = float(x0), float(y0)
         self._z = self._quantize(z0)
@@ -110,8 +121,9 @@ class SimStage:
         """Where the focal plane really is (differs from the command only with backlash)."""
         return self._actual
 
-    def move_to(self, x: float | None = None, y: float | None = None,
-                z: float | None = None) -> float:
+    def move_to(
+        self, x: float | None = None, y: float | None = None, z: float | None = None
+    ) -> float:
         """Move to absolute coordinates (None keeps an axis); returns simulated seconds.
 
         Raises:

@@ -1,0 +1,210 @@
+"""The whole graph on the virtual microscope, end to end over real DDS: stage, camera, focus
+server and planner in their own processes, driven through deepaf.client.
+
+Captures are 2028x1520 with a 640x360 preview (the 4056x3040 / 1280x720 sampling ratio, so the
+shipped 4x model sees the pixel size it was trained on) to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deepaf.client import DeepAfClient, Status
+from deepaf.runner import GraphRunner, NodeProcess
+from deepaf.sim_regions import edge_region, field_tissue_fraction
+
+pytestmark = pytest.mark.ros
+
+PROFILE, PROTOCOL, SEED = "4x", "lab_a_standard", 0
+CAMERA = {"capture_width": 2028, "capture_height": 1520, "preview_width": 640,
+          "preview_height": 360}
+START_Z = 60e-6  # start well away from focus (best focus is about -20 um on this slide)
+
+
+def _wait_tiles(client: DeepAfClient, task, n: int, timeout: float = 300.0) -> None:
+    """Spin the client until the scan reports `n` finished fields."""
+    deadline = time.monotonic() + timeout
+    while task.feedback is None or task.feedback.status.tiles_done < n:
+        assert not task.done(), "the scan ended early"
+        assert time.monotonic() < deadline, f"no {n} finished tiles within {timeout} s"
+        client.spin(0.1)
+
+
+def _wait_focus_server(client: DeepAfClient, timeout: float = 120.0) -> None:
+    """Wait until a (re)started focus server answers a prediction."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = client.predict_focus(timeout=20.0)
+        if outcome.status in (Status.SUCCEEDED, Status.FAILED):
+            return
+        assert time.monotonic() < deadline, f"focus server not answering: {outcome.message}"
+
+
+def _scope():
+    from deepaf_driver.sim import VirtualMicroscope
+
+    return VirtualMicroscope(PROFILE, PROTOCOL, slide_seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def region():
+    scope = _scope()
+    fov = (CAMERA["capture_width"] * scope.pixel_size_m,
+           CAMERA["capture_height"] * scope.pixel_size_m)
+    return edge_region(scope, fov, cols=3, rows=2, min_empty=1), fov
+
+
+def _graph(namespace: str, log_dir: Path, nodes=None) -> GraphRunner:
+    return GraphRunner(namespace, overrides={"profile": PROFILE, "sim_protocol": PROTOCOL,
+                                             "sim_slide_seed": SEED},
+                       node_overrides={"camera": CAMERA}, log_dir=log_dir, nodes=nodes)
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, region):
+    """One complete deepaf scan of the edge region, shared by the checks below."""
+    import rclpy
+
+    (rmin, rmax), _ = region
+    base = tmp_path_factory.mktemp("scan")
+    ns = "scope_e2e"
+    rclpy.init()
+    try:
+        with _graph(ns, base / "logs") as graph:
+            client = DeepAfClient(ns, server_timeout=60.0)
+            outcome = client.scan_region(rmin, rmax, str(base / "full"), timeout=600.0,
+                                         start_z=START_Z)
+            # Bad goals while the graph is up: each is rejected with a reason, nothing moves.
+            before = client.move_stage(timeout=30.0).result.position
+            bad = {
+                "outside": client.scan_region((0.0, 0.0), (0.030, 0.030), str(base / "b1"),
+                                              timeout=60.0),
+                "step": client.scan_region(rmin, rmax, str(base / "b2"), step=-1e-4,
+                                           timeout=60.0),
+                "same_dir": client.scan_region(rmin, rmax, str(base / "full"), timeout=60.0,
+                                               focus_method="fixed"),
+            }
+            after = client.move_stage(timeout=30.0).result.position
+            client.close()
+            logs = {name: proc.output() for name, proc in graph.processes.items()}
+    finally:
+        rclpy.try_shutdown()
+    return {"outcome": outcome, "out": base / "full", "bad": bad, "logs": logs,
+            "moved": (before.x, before.y, before.z) != (after.x, after.y, after.z)}
+
+
+def test_scan_captures_tissue_skips_glass_and_focuses(scanned, region):
+    outcome = scanned["outcome"]
+    assert outcome.ok, (outcome.message, scanned["logs"]["planner"][-3000:])
+    report = json.loads((scanned["out"] / "report.json").read_text())
+    for key in ("tiles_total", "tiles_tissue", "tiles_skipped", "within_dof_pct",
+                "sim_seconds", "wall_seconds"):
+        assert key in report
+    (_, _), fov = region
+    scope = _scope()
+    tiles = report["tiles"]
+    assert report["tiles_total"] == len(tiles) == 6
+    for t in tiles:
+        truth = field_tissue_fraction(scope, t["x_m"], t["y_m"], fov)
+        if truth >= 0.2:
+            assert t["has_tissue"], f"tissue field {t['index']} ({truth:.0%}) was skipped"
+            assert (scanned["out"] / t["image_path"]).is_file()
+        elif truth == 0.0:
+            assert not t["has_tissue"], f"empty field {t['index']} was captured"
+    assert report["tiles_tissue"] >= 1 and report["tiles_skipped"] >= 1
+    errors = [abs(t["true_focus_error_m"]) for t in tiles if t["has_tissue"]]
+    half_dof = scope.profile.depth_of_field_m / 2
+    within = 100 * np.mean([e <= half_dof for e in errors])
+    assert within >= 90, f"only {within:.0f}% within the depth of field: {errors}"
+    assert math.isclose(report["within_dof_pct"], within)
+    assert outcome.result.tiles_tissue == report["tiles_tissue"]
+
+
+def test_slide_opens_in_openslide_with_pyramid(scanned):
+    openslide = pytest.importorskip("openslide")
+    path = scanned["out"] / "slide.tiff"
+    slide = openslide.OpenSlide(str(path))
+    w, h = slide.dimensions
+    assert w > CAMERA["capture_width"] and h >= CAMERA["capture_height"]
+    assert slide.level_count >= 3
+    assert slide.level_downsamples[1] == pytest.approx(2.0, rel=0.01)
+    region = np.asarray(slide.read_region((0, 0), slide.level_count - 1,
+                                          slide.level_dimensions[-1]))
+    assert region[..., :3].std() > 5  # real content, not a blank canvas
+    assert (scanned["out"] / "thumbnail.png").stat().st_size > 1000
+    assert (scanned["out"] / "focus_map.png").stat().st_size > 1000
+
+
+def test_bad_goals_are_rejected_before_anything_moves(scanned):
+    bad = scanned["bad"]
+    assert bad["outside"].status is Status.FAILED
+    assert "outside the stage limits" in bad["outside"].message
+    assert bad["step"].status is Status.FAILED and "step" in bad["step"].message
+    assert bad["same_dir"].status is Status.FAILED
+    assert "different scan" in bad["same_dir"].message
+    assert not scanned["moved"]
+
+
+def test_cancel_then_resume_gives_the_same_tiles(scanned, region, tmp_path):
+    import rclpy
+
+    (rmin, rmax), _ = region
+    out = tmp_path / "resumed"
+    ns = "scope_resume"
+    rclpy.init()
+    try:
+        with _graph(ns, tmp_path / "logs"):
+            client = DeepAfClient(ns, server_timeout=60.0)
+            task = client.start_scan(rmin, rmax, str(out), start_z=START_Z, timeout=60.0)
+            _wait_tiles(client, task, 2)
+            assert task.cancel()
+            first = task.wait(60.0)
+            assert first.status is Status.CANCELED
+            partial = json.loads((out / "report.json").read_text())
+            assert partial["complete"] is False and 2 <= len(partial["tiles"]) < 6
+            second = client.scan_region(rmin, rmax, str(out), start_z=START_Z, resume=True,
+                                        timeout=600.0)
+            client.close()
+    finally:
+        rclpy.try_shutdown()
+    assert second.ok, second.message
+    full = json.loads((scanned["out"] / "report.json").read_text())["tiles"]
+    resumed = json.loads((out / "report.json").read_text())["tiles"]
+    key = [(t["index"], t["has_tissue"]) for t in full]
+    assert [(t["index"], t["has_tissue"]) for t in resumed] == key
+
+
+def test_focus_server_killed_fails_the_goal_then_resume_completes(region, tmp_path):
+    import rclpy
+
+    (rmin, rmax), _ = region
+    out = tmp_path / "killed"
+    ns = "scope_kill"
+    rclpy.init()
+    try:
+        with _graph(ns, tmp_path / "logs") as graph:
+            client = DeepAfClient(ns, server_timeout=60.0)
+            task = client.start_scan(rmin, rmax, str(out), start_z=START_Z, timeout=60.0)
+            _wait_tiles(client, task, 1)
+            graph.processes["focus"].kill()
+            failed = task.wait(120.0)
+            assert failed.status is Status.FAILED
+            assert "focus" in failed.message, failed.message
+            spec = next(s for s in graph.specs if s.name == "focus")
+            focus = graph.processes["focus"]
+            with NodeProcess(["-m", spec.module], focus.argv[focus.argv.index("--ros-args")
+                                                             + 1:]):
+                _wait_focus_server(client)
+                done = client.scan_region(rmin, rmax, str(out), start_z=START_Z, resume=True,
+                                          timeout=600.0)
+            client.close()
+    finally:
+        rclpy.try_shutdown()
+    assert done.ok, done.message
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] and len(report["tiles"]) == 6
