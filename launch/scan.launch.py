@@ -53,10 +53,7 @@ def generate_launch_description() -> LaunchDescription:
             output="screen",
             parameters=[
                 LaunchConfiguration("params_file"),
-                {
-                    "backend": LaunchConfiguration("backend"),
-                    "profile": LaunchConfiguration("profile"),
-                },
+                {param: LaunchConfiguration(arg) for param, arg in spec.launch_params.items()},
             ],
             arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
             condition=IfCondition(

@@ -65,6 +65,7 @@ GRAPH: tuple[NodeSpec, ...] = (
         "planner",
         "deepaf_planner.planner_node",
         "scan state machine: scan_slide and acquire_focal_stack actions",
+        {"profile": "profile"},
     ),
 )
 
@@ -72,10 +73,8 @@ GRAPH: tuple[NodeSpec, ...] = (
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "namespace": ("microscope", "namespace of every node and topic (one per microscope)"),
     "params_file": ("", "parameter YAML (default: the deepaf package's config/deepaf.yaml)"),
-    "backend": (
-        "sim",
-        "camera and stage backend: sim | opencv | picamera2 / motorkit | sangaboard",
-    ),
+    "camera_backend": ("sim", "camera backend: sim | opencv | picamera2"),
+    "stage_backend": ("sim", "stage backend: sim | motorkit | sangaboard"),
     "profile": ("4x", "optics profile of the virtual microscope and focus model: 4x | 20x"),
     "log_level": ("info", "log level of every node"),
 }

@@ -42,6 +42,28 @@ def default_region_mm(profile: str, protocol: str, seed: int) -> tuple[float, ..
     return (x0 * 1e3, y0 * 1e3, x1 * 1e3, y1 * 1e3)
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from None
+    if w < 256 or h < 192:
+        raise argparse.ArgumentTypeError(f"capture size {w}x{h} is too small (min 256x192)")
+    return w, h
+
+
+def camera_parameters(capture: tuple[int, int]) -> dict[str, int]:
+    """Camera sizes for a capture size, keeping the 4056:1280 capture:preview sampling."""
+    ratio = 4056 / 1280
+    preview_w = round(capture[0] / ratio)
+    return {
+        "capture_width": capture[0],
+        "capture_height": capture[1],
+        "preview_width": preview_w,
+        "preview_height": round(preview_w * 9 / 16),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's options."""
     parser = argparse.ArgumentParser(
@@ -95,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the scan already in --out without redoing tiles",
     )
+    parser.add_argument(
+        "--capture-size",
+        type=_size,
+        default=(4056, 3040),
+        metavar="WxH",
+        help="full-resolution capture size (default 4056x3040; the preview "
+        "keeps the camera's 4056:1280 sampling ratio)",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="BAGDIR",
+        help="record the scan as a rosbag2 (mcap) bag while it runs",
+    )
     parser.add_argument("--namespace", default="microscope", help="ROS namespace of the graph")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after [s]")
     return parser
@@ -115,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         "sim_protocol": args.protocol,
         "sim_slide_seed": args.slide_seed,
     }
-    node_overrides = {"focus": {"model": args.model}} if args.model else {}
+    node_overrides: dict[str, dict] = {
+        "camera": camera_parameters(args.capture_size),
+        "planner": {"publish_full_resolution": bool(args.record)},
+    }
+    if args.model:
+        node_overrides["focus"] = {"model": args.model}
     region = ", ".join(f"{v:.2f}" for v in args.region_mm)
     console.print(
         f"[bold]deepaf scan[/]: {args.profile} virtual slide {args.slide_seed} "
@@ -127,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     with GraphRunner(
         args.namespace, overrides=overrides, node_overrides=node_overrides, log_dir=log_dir
     ) as graph:
-        outcome = _run_scan(args, graph, out, (x0, y0), (x1, y1), console)
+        recorder = _start_recorder(args, console) if args.record else None
+        try:
+            outcome = _run_scan(args, graph, out, (x0, y0), (x1, y1), console)
+        finally:
+            if recorder is not None:
+                recorder.stop(timeout=30.0)
+                console.print(f"bag: {args.record} ({recorder.output().strip().splitlines()[-1:]})")
     if outcome is None:
         return 1
     result = outcome.result
@@ -146,6 +194,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _start_recorder(args, console: Console):
+    """Start `deepaf bag record` beside the graph (stopped with SIGINT after the scan)."""
+    from deepaf.bag_command import record_argv
+    from deepaf.runner import NodeProcess
+
+    info = {"profile": args.profile, "protocol": args.protocol, "slide_seed": args.slide_seed}
+    console.print(f"recording to {args.record}")
+    return NodeProcess(
+        record_argv(args.record.resolve(), "/" + args.namespace.strip("/"), info)
+    ).start()
+
+
+def _wait_recorder(client, namespace: str, timeout: float = 60.0) -> None:
+    """Wait until the recorder subscribes to the planner's tile topic (so nothing is missed)."""
+    topic = f"/{namespace.strip('/')}/scan/tiles"
+    deadline = time.monotonic() + timeout
+    while client.node.count_subscribers(topic) < 1 and time.monotonic() < deadline:
+        client.spin(0.1)
+
+
 def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
     """Send the goal, show progress until it ends; None when the graph failed to start."""
     import rclpy
@@ -155,6 +223,8 @@ def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
     rclpy.init()
     try:
         client = DeepAfClient(args.namespace, server_timeout=60.0)
+        if args.record:
+            _wait_recorder(client, args.namespace)
         task = client.start_scan(
             rmin,
             rmax,

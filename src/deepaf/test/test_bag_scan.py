@@ -24,6 +24,17 @@ def _scan_records() -> bool:
     return any("--record" in a.option_strings for a in build_parser()._actions)
 
 
+def _region_mm() -> str:
+    """Three small fields at the tissue edge of the default virtual slide."""
+    from deepaf.sim_regions import edge_region
+    from deepaf_driver.sim import VirtualMicroscope
+
+    scope = VirtualMicroscope("4x", "lab_a_standard", slide_seed=0)
+    fov = (1014 * scope.pixel_size_m, 760 * scope.pixel_size_m)
+    (x0, y0), (x1, y1) = edge_region(scope, fov, cols=3, rows=1, min_empty=1)
+    return ",".join(f"{v * 1e3:.4f}" for v in (x0, y0, x1, y1))
+
+
 @pytest.mark.skipif(not _scan_records(), reason="./deepaf scan has no --record option yet")
 def test_recorded_scan_replays_the_same_predictions(tmp_path, namespace):
     bag = tmp_path / "scan_bag"
@@ -39,7 +50,9 @@ def test_recorded_scan_replays_the_same_predictions(tmp_path, namespace):
         "--namespace",
         namespace.strip("/"),
         "--region-mm",
-        "10,10,10.6,10.4",
+        _region_mm(),
+        "--capture-size",
+        "1014x760",
     ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -1,0 +1,60 @@
+"""The node graph is declared once: every node the launch file and the runner start exists as
+a console script of its package and as a module with main(), and the runner's merged
+parameter file gives each node the deployment file's values plus the overrides."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import yaml
+from deepaf.environment import repo_root
+from deepaf.graph import GRAPH, LAUNCH_ARGUMENTS, default_params_file, ros_arguments
+from deepaf.runner import write_node_params
+
+
+def _console_scripts(package: str) -> set[str]:
+    tree = ast.parse((repo_root() / "src" / package / "setup.py").read_text())
+    return {
+        node.value.split("=")[0].strip()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and "=" in node.value
+        and ":" in node.value
+    }
+
+
+def test_every_node_is_a_console_script_and_a_module():
+    for spec in GRAPH:
+        assert spec.executable in _console_scripts(spec.package), spec
+        assert callable(importlib.import_module(spec.module).main), spec
+        for arg in spec.launch_params.values():
+            assert arg in LAUNCH_ARGUMENTS, (spec.name, arg)
+
+
+def test_launch_file_builds_its_nodes_from_the_graph():
+    source = (repo_root() / "launch" / "scan.launch.py").read_text()
+    assert "from deepaf.graph import GRAPH, LAUNCH_ARGUMENTS" in source
+    assert "for spec in GRAPH" in source
+    installed = Path(repo_root() / "src" / "deepaf" / "launch" / "scan.launch.py")
+    assert installed.resolve() == (repo_root() / "launch" / "scan.launch.py").resolve()
+
+
+def test_runner_parameters_merge_file_and_overrides(tmp_path):
+    path = write_node_params(
+        [default_params_file()],
+        [s.name for s in GRAPH],
+        {"profile": "20x"},
+        {"camera": {"capture_width": 2028}},
+        tmp_path / "p.yaml",
+    )
+    params = yaml.safe_load(path.read_text())
+    camera = params["/**/camera"]["ros__parameters"]
+    assert camera["capture_width"] == 2028 and camera["profile"] == "20x"
+    assert camera["backend"] == "sim" and camera["sim_protocol"] == "lab_a_standard"
+    assert params["/**/stage"]["ros__parameters"]["z_min"] < 0
+    args = ros_arguments(GRAPH[0], "scope2", [str(path)], {"flag": True})
+    assert args[:3] == ["--ros-args", "-r", "__node:=stage"]
+    assert "__ns:=/scope2" in args and "flag:=true" in args
