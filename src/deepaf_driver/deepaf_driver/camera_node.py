@@ -129,6 +129,9 @@ class CameraNode(Node):
         last_frame, msg = None, None
         window_start, window_frames = time.monotonic(), 0
         while not self._closing.is_set():
+            # Stamp at exposure start, with the pose it is rendered at: a frame that was being
+            # rendered while the stage moved must not look newer than the move.
+            stamp = self.get_clock().now().to_msg()
             try:
                 frame = self._backend.preview(self._pose)
             except Exception as exc:  # a failing backend must not end the stream thread
@@ -139,7 +142,6 @@ class CameraNode(Node):
                 self.get_logger().error(f"preview failed: {exc}", throttle_duration_sec=5.0)
                 self._closing.wait(0.5)
                 continue
-            stamp = self.get_clock().now().to_msg()
             if frame is not last_frame:  # unchanged frame: reuse the message, restamp only
                 msg = image_to_msg(frame, stamp, self._frame_id)
                 last_frame = frame

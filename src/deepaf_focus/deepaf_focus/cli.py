@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def train_main(argv: list[str] | None = None) -> int:
         summary = train(cfg, args.data, args.out, args.device, args.resume, not args.quiet)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         return _fail(str(exc))
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 reports
     print(
         f"done: {summary['epochs_done']} epochs, best validation FE "
         f"{summary['best_val_fe_um']:.3f} um, {summary['samples_per_s']:.1f} samples/s; "

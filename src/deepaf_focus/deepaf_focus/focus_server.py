@@ -147,9 +147,10 @@ class FocusServer(Node):
         self.get_logger().info(f"serving focus/predict with {self._model_id} on {device}")
 
     def _on_image(self, msg: Image) -> None:
-        """Keep the newest preview with its arrival time and the focus_z at arrival."""
+        """Keep the newest preview with its exposure stamp [s] and the focus_z at arrival."""
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._lock:
-            self._latest = (msg, time.monotonic(), self._focus_z)
+            self._latest = (msg, stamp, self._focus_z)
             self._frame_event.notify_all()
 
     def _on_joints(self, msg: JointState) -> None:
@@ -165,7 +166,7 @@ class FocusServer(Node):
         return GoalResponse.ACCEPT
 
     def _wait_for_frame(self, handle, newer_than: float) -> tuple[Image, float] | None:
-        """Wait for a preview that arrived after `newer_than` (monotonic seconds)."""
+        """Wait for a preview exposed after `newer_than` (ROS time, seconds)."""
         deadline = time.monotonic() + self._image_timeout
         with self._lock:
             while self._latest is None or self._latest[1] < newer_than:
@@ -180,11 +181,10 @@ class FocusServer(Node):
         """Predict from the goal's image or the next fresh preview."""
         goal: PredictFocus.Goal = handle.request
         result = PredictFocus.Result()
-        start = time.monotonic()
         if goal.use_latest_preview:
             handle.publish_feedback(PredictFocus.Feedback(stage="waiting_for_image"))
             age = goal.max_image_age if goal.max_image_age > 0 else 0.0
-            got = self._wait_for_frame(handle, start - age)
+            got = self._wait_for_frame(handle, self.get_clock().now().nanoseconds * 1e-9 - age)
             if got is None:
                 return self._finish(
                     handle,

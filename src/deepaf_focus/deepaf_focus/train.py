@@ -241,6 +241,9 @@ def train(
     records = [r for r in read_dataset(data) if r.profile == mcfg.profile]
     if not records:
         raise ValueError(f"no images of profile {mcfg.profile!r} in {data}")
+    sizes = [r.pixel_size_m for r in records if r.pixel_size_m]
+    if mcfg.pixel_size_m is None and sizes:
+        mcfg.pixel_size_m = float(np.median(sizes))  # travels with the weights
     train_recs, val_recs = split_records(records, cfg.val_fraction, cfg.split_by, cfg.seed)
     load = patch + cfg.load_margin
     xtr, ytr, _ = load_patches(train_recs, load, cfg.label_range_um)

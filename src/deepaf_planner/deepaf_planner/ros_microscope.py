@@ -35,6 +35,10 @@ _STATUS = {
 }
 
 
+def _stamp_ns(msg: Image) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
 def _wait(future: Any, timeout: float, what: str) -> Any:
     """Block until an rclpy future completes (executor threads complete it)."""
     done = threading.Event()
@@ -79,6 +83,8 @@ class RosMicroscope:
             JointState, "joint_states", self._on_joints, 10, callback_group=group
         )
         self.publish_full = False
+        self.pose_latency = 0.15  # [s] joint_states period (20 Hz) plus delivery
+        self._moved_at = 0.0
         self._param_clients: dict[str, Any] = {}
 
     # -- subscriptions -------------------------------------------------------------------
@@ -174,14 +180,20 @@ class RosMicroscope:
             raise HardwareError(f"stage/move failed: {result.message}")
         p = result.position
         self._pose = (p.x, p.y, p.z)
+        self._moved_at = time.monotonic()
         return Moved((p.x, p.y, p.z), float(result.duration))
 
     def preview(self) -> Frame:
-        """Return the first preview that arrives after this call (taken after any move)."""
+        """Return the first preview exposed after this call (so after any move it follows).
+
+        A frame counts when its header stamp (exposure start) is later than the call by
+        `pose_latency`, the time the camera needs to hear the stage's new joint_states.
+        """
         requested = time.monotonic()
+        not_before = self._node.get_clock().now().nanoseconds + int(self.pose_latency * 1e9)
         deadline = requested + self._t["preview"]
         with self._lock:
-            while self._frame is None or self._frame_time <= requested:
+            while self._frame is None or _stamp_ns(self._frame) < not_before:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise HardwareError(
@@ -194,6 +206,9 @@ class RosMicroscope:
     def capture(self) -> Frame:
         """Full-resolution still through camera/capture (reliable)."""
         request = CaptureImage.Request(timeout=self._t["capture"])
+        settle = self._moved_at + self.pose_latency - time.monotonic()
+        if settle > 0:  # let the camera hear the pose the stage reached
+            time.sleep(settle)
         if not self._capture.service_is_ready() and not self._capture.wait_for_service(
             timeout_sec=self._t["discovery"]
         ):
