@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from deepaf_focus.data import AugmentConfig, augment_batch
 from deepaf_focus.model import DeepAfConfig, build_model, count_parameters
 from deepaf_focus.predictor import FocusPredictor, default_model_path
@@ -148,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             ("focus decision p95 (ms)", f"{result['focus_decision_ms_p95']:.1f}"),
             ("tiles per decision", str(result["focus_decision_tiles"])),
             ("paper config: one 224 tile (ms)", f"{result['paper_tile_ms_median']:.1f}"),
-            (f"paper config: {args.max_patches} tiles (ms)",
-             f"{result['paper_decision_ms_median']:.1f}"),
+            (
+                f"paper config: {args.max_patches} tiles (ms)",
+                f"{result['paper_decision_ms_median']:.1f}",
+            ),
             ("training, shipped config (samples/s)", f"{train_sps:.1f}"),
             ("training, paper config (samples/s)", f"{paper_sps:.2f}"),
             ("CPU cores / torch threads", f"{os.cpu_count()} / {torch.get_num_threads()}"),

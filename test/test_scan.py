@@ -21,8 +21,12 @@ from deepaf.sim_regions import edge_region, field_tissue_fraction
 pytestmark = pytest.mark.ros
 
 PROFILE, PROTOCOL, SEED = "4x", "lab_a_standard", 0
-CAMERA = {"capture_width": 2028, "capture_height": 1520, "preview_width": 640,
-          "preview_height": 360}
+CAMERA = {
+    "capture_width": 2028,
+    "capture_height": 1520,
+    "preview_width": 640,
+    "preview_height": 360,
+}
 START_Z = 60e-6  # start well away from focus (best focus is about -20 um on this slide)
 
 
@@ -54,15 +58,21 @@ def _scope():
 @pytest.fixture(scope="module")
 def region():
     scope = _scope()
-    fov = (CAMERA["capture_width"] * scope.pixel_size_m,
-           CAMERA["capture_height"] * scope.pixel_size_m)
+    fov = (
+        CAMERA["capture_width"] * scope.pixel_size_m,
+        CAMERA["capture_height"] * scope.pixel_size_m,
+    )
     return edge_region(scope, fov, cols=3, rows=2, min_empty=1), fov
 
 
 def _graph(namespace: str, log_dir: Path, nodes=None) -> GraphRunner:
-    return GraphRunner(namespace, overrides={"profile": PROFILE, "sim_protocol": PROTOCOL,
-                                             "sim_slide_seed": SEED},
-                       node_overrides={"camera": CAMERA}, log_dir=log_dir, nodes=nodes)
+    return GraphRunner(
+        namespace,
+        overrides={"profile": PROFILE, "sim_protocol": PROTOCOL, "sim_slide_seed": SEED},
+        node_overrides={"camera": CAMERA},
+        log_dir=log_dir,
+        nodes=nodes,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,33 +87,62 @@ def scanned(tmp_path_factory, region):
     try:
         with _graph(ns, base / "logs") as graph:
             client = DeepAfClient(ns, server_timeout=60.0)
-            outcome = client.scan_region(rmin, rmax, str(base / "full"), timeout=600.0,
-                                         start_z=START_Z)
+            outcome = client.scan_region(
+                rmin, rmax, str(base / "full"), timeout=600.0, start_z=START_Z
+            )
             # Bad goals while the graph is up: each is rejected with a reason, nothing moves.
             before = client.move_stage(timeout=30.0).result.position
             bad = {
-                "outside": client.scan_region((0.0, 0.0), (0.030, 0.030), str(base / "b1"),
-                                              timeout=60.0),
-                "step": client.scan_region(rmin, rmax, str(base / "b2"), step=-1e-4,
-                                           timeout=60.0),
-                "same_dir": client.scan_region(rmin, rmax, str(base / "full"), timeout=60.0,
-                                               focus_method="fixed"),
+                "outside": client.scan_region(
+                    (0.0, 0.0), (0.030, 0.030), str(base / "b1"), timeout=60.0
+                ),
+                "step": client.scan_region(rmin, rmax, str(base / "b2"), step=-1e-4, timeout=60.0),
+                "same_dir": client.scan_region(
+                    rmin, rmax, str(base / "full"), timeout=60.0, focus_method="fixed"
+                ),
             }
             after = client.move_stage(timeout=30.0).result.position
+            tissue_xy = ((rmin[0] + rmax[0]) / 2, (rmin[1] + rmax[1]) / 2)
+            stack = client.acquire_focal_stack(
+                str(base / "stacks"),
+                z_range=60e-6,
+                z_step=20e-6,
+                crop_size=128,
+                position=(*tissue_xy, -20e-6),
+                protocol="lab_a_standard",
+                timeout=300.0,
+            )
+            bad_stack = client.acquire_focal_stack(
+                str(base / "stacks"), z_range=1.0, z_step=1e-5, timeout=60.0
+            )
             client.close()
             logs = {name: proc.output() for name, proc in graph.processes.items()}
     finally:
         rclpy.try_shutdown()
-    return {"outcome": outcome, "out": base / "full", "bad": bad, "logs": logs,
-            "moved": (before.x, before.y, before.z) != (after.x, after.y, after.z)}
+    return {
+        "outcome": outcome,
+        "out": base / "full",
+        "bad": bad,
+        "logs": logs,
+        "stack": stack,
+        "bad_stack": bad_stack,
+        "stacks": base / "stacks",
+        "moved": (before.x, before.y, before.z) != (after.x, after.y, after.z),
+    }
 
 
 def test_scan_captures_tissue_skips_glass_and_focuses(scanned, region):
     outcome = scanned["outcome"]
     assert outcome.ok, (outcome.message, scanned["logs"]["planner"][-3000:])
     report = json.loads((scanned["out"] / "report.json").read_text())
-    for key in ("tiles_total", "tiles_tissue", "tiles_skipped", "within_dof_pct",
-                "sim_seconds", "wall_seconds"):
+    for key in (
+        "tiles_total",
+        "tiles_tissue",
+        "tiles_skipped",
+        "within_dof_pct",
+        "sim_seconds",
+        "wall_seconds",
+    ):
         assert key in report
     (_, _), fov = region
     scope = _scope()
@@ -133,8 +172,9 @@ def test_slide_opens_in_openslide_with_pyramid(scanned):
     assert w > CAMERA["capture_width"] and h >= CAMERA["capture_height"]
     assert slide.level_count >= 3
     assert slide.level_downsamples[1] == pytest.approx(2.0, rel=0.01)
-    region = np.asarray(slide.read_region((0, 0), slide.level_count - 1,
-                                          slide.level_dimensions[-1]))
+    region = np.asarray(
+        slide.read_region((0, 0), slide.level_count - 1, slide.level_dimensions[-1])
+    )
     assert region[..., :3].std() > 5  # real content, not a blank canvas
     assert (scanned["out"] / "thumbnail.png").stat().st_size > 1000
     assert (scanned["out"] / "focus_map.png").stat().st_size > 1000
@@ -167,8 +207,9 @@ def test_cancel_then_resume_gives_the_same_tiles(scanned, region, tmp_path):
             assert first.status is Status.CANCELED
             partial = json.loads((out / "report.json").read_text())
             assert partial["complete"] is False and 2 <= len(partial["tiles"]) < 6
-            second = client.scan_region(rmin, rmax, str(out), start_z=START_Z, resume=True,
-                                        timeout=600.0)
+            second = client.scan_region(
+                rmin, rmax, str(out), start_z=START_Z, resume=True, timeout=600.0
+            )
             client.close()
     finally:
         rclpy.try_shutdown()
@@ -197,14 +238,30 @@ def test_focus_server_killed_fails_the_goal_then_resume_completes(region, tmp_pa
             assert "focus" in failed.message, failed.message
             spec = next(s for s in graph.specs if s.name == "focus")
             focus = graph.processes["focus"]
-            with NodeProcess(["-m", spec.module], focus.argv[focus.argv.index("--ros-args")
-                                                             + 1:]):
+            with NodeProcess(["-m", spec.module], focus.argv[focus.argv.index("--ros-args") + 1 :]):
                 _wait_focus_server(client)
-                done = client.scan_region(rmin, rmax, str(out), start_z=START_Z, resume=True,
-                                          timeout=600.0)
+                done = client.scan_region(
+                    rmin, rmax, str(out), start_z=START_Z, resume=True, timeout=600.0
+                )
             client.close()
     finally:
         rclpy.try_shutdown()
     assert done.ok, done.message
     report = json.loads((out / "report.json").read_text())
     assert report["complete"] and len(report["tiles"]) == 6
+
+
+def test_acquire_focal_stack_writes_the_training_format(scanned):
+    from deepaf_driver.sim.dataset import read_dataset
+
+    stack = scanned["stack"]
+    assert stack.ok, stack.message
+    assert stack.result.images == 7 and stack.result.best_focus_source == "simulator"
+    (record,) = read_dataset(scanned["stacks"])
+    assert record.meta["best_focus_z_m"] == pytest.approx(stack.result.best_focus_z)
+    images = record.load_images()
+    assert len(images) == 7 and images[0].shape == (128, 128, 3)
+    labels = record.labels_m
+    assert labels[0] > labels[-1]  # the lowest slice needs the largest upward move
+    bad = scanned["bad_stack"]
+    assert bad.status is Status.FAILED and "soft" in bad.message
