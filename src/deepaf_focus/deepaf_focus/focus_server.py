@@ -22,10 +22,10 @@ import time
 import numpy as np
 import rclpy
 from deepaf_driver.conversions import joint_state_to_pose, msg_to_rgb
+from deepaf_driver.node_support import exit_with, run_node
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -105,13 +105,16 @@ class FocusServer(Node):
             "num_threads", 2, ParameterDescriptor(description="torch CPU threads", read_only=True)
         ).value
 
-        self._predictor = FocusPredictor.from_checkpoint(
-            model or None,
-            profile=profile,
-            device=device,
-            max_patches=max_patches,
-            num_threads=threads,
-        )
+        try:
+            self._predictor = FocusPredictor.from_checkpoint(
+                model or None,
+                profile=profile,
+                device=device,
+                max_patches=max_patches,
+                num_threads=threads,
+            )
+        except FileNotFoundError as exc:  # a configuration error: exit status 2
+            raise ValueError(f"cannot load the focus model: {exc}") from exc
         path = self._predictor.path
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         self._model_id = f"{path.name}@{digest}"
@@ -260,15 +263,8 @@ class FocusServer(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the focus server until interrupted."""
-    try:
-        with rclpy.init(args=args):
-            node = FocusServer()
-            executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Run the focus node until interrupted (exit status 2 on bad configuration)."""
+    exit_with(run_node(FocusServer, args, "focus", threads=4))
 
 
 if __name__ == "__main__":

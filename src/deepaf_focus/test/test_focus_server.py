@@ -117,3 +117,14 @@ def test_latest_preview_goal_uses_the_camera_stream(ros_node, namespace, model_p
             FocusPrediction.STATUS_NO_TISSUE,
         )
         assert math.isfinite(result.prediction.focus_z)  # from joint_states
+
+
+def test_corrupt_or_missing_model_stops_the_node_with_the_reason(namespace, tmp_path):
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(b"PK\x03\x04 not a checkpoint")
+    for model, words in ((bad, "truncated.pt"), (tmp_path / "missing.pt", "missing.pt")):
+        node = NodeProcess(["-m", "deepaf_focus.focus_server"],
+                           ["-r", f"__ns:={namespace}", "-p", f"model:={model}"]).start()
+        assert node.proc.wait(timeout=60) == 2
+        assert words in node.output() and "cannot" in node.output()
+        node.stop()

@@ -14,12 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
 from deepaf_driver.conversions import point
+from deepaf_driver.node_support import exit_with, run_node
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 
@@ -345,15 +344,8 @@ class PlannerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the planner until interrupted."""
-    try:
-        with rclpy.init(args=args):
-            node = PlannerNode()
-            executor = MultiThreadedExecutor(num_threads=6)
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Run the planner node until interrupted (exit status 2 on bad configuration)."""
+    exit_with(run_node(PlannerNode, args, "planner", threads=6))
 
 
 if __name__ == "__main__":
