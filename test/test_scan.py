@@ -201,6 +201,8 @@ def test_cancel_then_resume_gives_the_same_tiles(scanned, region, tmp_path):
         with _graph(ns, tmp_path / "logs"):
             client = DeepAfClient(ns, server_timeout=60.0)
             task = client.start_scan(rmin, rmax, str(out), start_z=START_Z, timeout=60.0)
+            busy = client.scan_region(rmin, rmax, str(tmp_path / "other"), timeout=60.0)
+            assert busy.status is Status.FAILED and "another scan is running" in busy.message
             _wait_tiles(client, task, 2)
             assert task.cancel()
             first = task.wait(60.0)

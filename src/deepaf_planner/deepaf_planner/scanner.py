@@ -344,8 +344,8 @@ class Scanner:
             preview = self.scope.preview()
             self._sim += preview.seconds
             z2, offset2, images2, focus_s2 = self._focus(req, f, z, preview, surface)
-            images += images2 + 1
-            focus_s += focus_s2 + preview.seconds
+            images += images2
+            focus_s += focus_s2
             machine.focused()
             retry = self.scope.capture()
             self._sim += retry.seconds
