@@ -16,8 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     """Start the graph and keep it running."""
     parser = argparse.ArgumentParser(prog="deepaf graph", description=__doc__.split("\n")[0])
     for name, (default, description) in LAUNCH_ARGUMENTS.items():
-        if name != "log_level":
-            parser.add_argument(f"--{name.replace('_', '-')}", default=default, help=description)
+        if name == "namespace":
+            parser.add_argument("--namespace", default=default, help=description)
+        elif name != "log_level":  # unset: the parameter file decides
+            parser.add_argument(f"--{name.replace('_', '-')}", default=None, help=description)
     parser.add_argument(
         "--nodes",
         nargs="+",
@@ -34,11 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from deepaf.runner import GraphRunner
 
-    overrides = {"profile": args.profile}
-    node_overrides = {
-        "camera": {"backend": args.camera_backend},
-        "stage": {"backend": args.stage_backend},
-    }
+    overrides = {"profile": args.profile} if args.profile else {}
+    backends = (("camera", args.camera_backend), ("stage", args.stage_backend))
+    node_overrides = {name: {"backend": value} for name, value in backends if value}
     files = [args.params_file] if args.params_file else None
     graph = GraphRunner(
         args.namespace, files, overrides, node_overrides, args.log_dir, args.nodes, args.log_level
