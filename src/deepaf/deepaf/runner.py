@@ -61,7 +61,8 @@ class NodeProcess:
 
     def output(self) -> str:
         """Return what the node printed so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def start(self) -> NodeProcess:
