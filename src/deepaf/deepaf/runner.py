@@ -168,14 +168,20 @@ class GraphRunner:
         files = list(params_files or [default_params_file()])
         self.specs: list[NodeSpec] = [s for s in GRAPH if nodes is None or s.name in nodes]
         self.params_file = write_node_params(
-            files, [s.name for s in self.specs], overrides or {}, node_overrides or {},
-            None if log_dir is None else Path(log_dir) / "params.yaml")
+            files,
+            [s.name for s in self.specs],
+            overrides or {},
+            node_overrides or {},
+            None if log_dir is None else Path(log_dir) / "params.yaml",
+        )
         self.processes: dict[str, NodeProcess] = {}
         for spec in self.specs:
             args = ros_arguments(spec, namespace, [str(self.params_file)], {}, log_level)[1:]
             self.processes[spec.name] = NodeProcess(
-                ["-m", spec.module], args,
-                log_path=None if log_dir is None else Path(log_dir) / f"{spec.name}.log")
+                ["-m", spec.module],
+                args,
+                log_path=None if log_dir is None else Path(log_dir) / f"{spec.name}.log",
+            )
 
     def start(self) -> GraphRunner:
         """Start every node."""

@@ -54,13 +54,14 @@ def _size(text: str) -> tuple[int, int]:
 
 def camera_parameters(capture: tuple[int, int]) -> dict[str, int]:
     """Camera sizes for a capture size, keeping the 4056:1280 capture:preview sampling."""
-    ratio = 4056 / 1280
-    preview_w = round(capture[0] / ratio)
+    from deepaf_driver.sim.camera import preview_size_for
+
+    preview = preview_size_for(capture)
     return {
         "capture_width": capture[0],
         "capture_height": capture[1],
-        "preview_width": preview_w,
-        "preview_height": round(preview_w * 9 / 16),
+        "preview_width": preview[0],
+        "preview_height": preview[1],
     }
 
 

@@ -17,10 +17,13 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "PAPER_VALUE_THRESHOLD",
     "TissueParams",
     "check_rgb",
     "field_has_tissue",
     "field_tissue_score",
+    "mean_hsv_value",
+    "paper_field_has_tissue",
     "select_tissue_patches",
     "tissue_mask",
 ]
@@ -187,3 +190,28 @@ def select_tissue_patches(
     )
     patches = np.stack([rgb[y : y + patch, x : x + patch] for x, y, _, _ in boxes])
     return patches, boxes
+
+
+#: The paper's field test: a field holds tissue when its mean HSV value (brightness, 0..1) is
+#: below this threshold (glass is bright, stained tissue absorbs).
+PAPER_VALUE_THRESHOLD = 0.9
+
+
+def mean_hsv_value(rgb: np.ndarray) -> float:
+    """Mean HSV value (max of R, G, B) of a field, 0..1 (the paper's tissue statistic).
+
+    Raises:
+        ValueError: for images that are not uint8 (H, W, 3).
+    """
+    rgb = check_rgb(rgb)
+    step = max(1, min(rgb.shape[:2]) // 256)
+    return float(rgb[::step, ::step].max(axis=2).mean() / 255.0)
+
+
+def paper_field_has_tissue(rgb: np.ndarray, threshold: float = PAPER_VALUE_THRESHOLD) -> bool:
+    """The paper's tissue detection: mean HSV value below `threshold`.
+
+    Cheaper than :func:`field_has_tissue` but blind to where the tissue is and fooled by a
+    darker lamp or exposure (the threshold is per microscope); a black frame passes it.
+    """
+    return mean_hsv_value(rgb) < threshold

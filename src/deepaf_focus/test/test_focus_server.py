@@ -123,8 +123,10 @@ def test_corrupt_or_missing_model_stops_the_node_with_the_reason(namespace, tmp_
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(b"PK\x03\x04 not a checkpoint")
     for model, words in ((bad, "truncated.pt"), (tmp_path / "missing.pt", "missing.pt")):
-        node = NodeProcess(["-m", "deepaf_focus.focus_server"],
-                           ["-r", f"__ns:={namespace}", "-p", f"model:={model}"]).start()
+        node = NodeProcess(
+            ["-m", "deepaf_focus.focus_server"],
+            ["-r", f"__ns:={namespace}", "-p", f"model:={model}"],
+        ).start()
         assert node.proc.wait(timeout=60) == 2
         assert words in node.output() and "cannot" in node.output()
         node.stop()

@@ -81,6 +81,19 @@ class PlannerNode(Node):
             0.033,
             d(description="[s] exposure time of one preview (simulated clock)"),
         ).value
+        self._tissue_method = p(
+            "tissue_method",
+            "colour",
+            d(
+                description="tissue detection: colour (per-pixel saturation / optical density) | "
+                "paper (mean HSV value below value_threshold)"
+            ),
+        ).value
+        self._value_threshold = p(
+            "value_threshold",
+            0.9,
+            d(description="[0..1] paper method: mean HSV value below which a field is tissue"),
+        ).value
         self._publish_full = p(
             "publish_full_resolution",
             False,
@@ -146,6 +159,8 @@ class PlannerNode(Node):
             keep_empty_fields=goal.keep_empty_fields,
             stack_range=self._stack_range,
             half_dof=self._half_dof,
+            tissue_method=self._tissue_method,
+            value_threshold=self._value_threshold,
             refocus_tolerance=2 * self._half_dof,
         )
 

@@ -29,7 +29,12 @@ from typing import Any, Protocol
 
 import numpy as np
 from deepaf_focus.baselines import golden_section_search
-from deepaf_focus.tissue import TissueParams, field_tissue_score
+from deepaf_focus.tissue import (
+    PAPER_VALUE_THRESHOLD,
+    TissueParams,
+    field_tissue_score,
+    mean_hsv_value,
+)
 
 from deepaf_planner.focus_surface import FocusSurface
 from deepaf_planner.journal import ScanJournal
@@ -114,6 +119,8 @@ class ScanRequest:
         output_dir: where tiles, journal, slide and report go.
         resume: continue the scan already in output_dir.
         keep_empty_fields: capture empty glass too.
+        tissue_method: "colour" (saturation or optical density per pixel, default) or
+            "paper" (mean HSV value below `value_threshold`, as in the DeepAf paper).
         stack_range: [m] half range of the `stack` search around the expected focus.
         half_dof: [m] half the depth of field (the within-DoF criterion).
         refocus_tolerance: [m] a prediction farther than this from the surface is re-checked.
@@ -135,6 +142,8 @@ class ScanRequest:
     half_dof: float = 30e-6
     refocus_tolerance: float = 60e-6
     tissue: TissueParams = field(default_factory=TissueParams)
+    tissue_method: str = "colour"
+    value_threshold: float = PAPER_VALUE_THRESHOLD
 
 
 @dataclass
@@ -172,6 +181,8 @@ def validate_request(req: ScanRequest) -> list[Field]:
     Raises:
         ValueError: bad method, step, overlap, region or a field outside the soft limits.
     """
+    if req.tissue_method not in ("colour", "paper"):
+        raise ValueError(f"unknown tissue method {req.tissue_method!r}; use colour or paper")
     if req.focus_method not in FOCUS_METHODS:
         raise ValueError(f"unknown focus method {req.focus_method!r}; use one of {FOCUS_METHODS}")
     if req.step is not None and not (math.isfinite(req.step) and req.step > 0):
@@ -299,8 +310,12 @@ class Scanner:
         preview = self.scope.preview()
         self._sim += preview.seconds
         machine.previewed()
-        score = field_tissue_score(preview.rgb, req.tissue)
-        has_tissue = score >= req.tissue.min_field_fraction
+        if req.tissue_method == "paper":
+            score = 1.0 - mean_hsv_value(preview.rgb)
+            has_tissue = score > 1.0 - req.value_threshold
+        else:
+            score = field_tissue_score(preview.rgb, req.tissue)
+            has_tissue = score >= req.tissue.min_field_fraction
         base = dict(
             index=f.index,
             row=f.row,

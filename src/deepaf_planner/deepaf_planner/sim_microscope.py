@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+from deepaf_driver.sim.camera import PREVIEW_BINNING, preview_size_for
+
 from deepaf_planner.scanner import FocusDecision, Frame, HardwareError, Limits, Moved
 
 
@@ -27,22 +29,23 @@ class SimMicroscope:
         self.scope = scope
         self.predictor = predictor
         self.capture_size = capture_size
-        ratio = 4056 / 1280
-        self.preview_size = (round(capture_size[0] / ratio), round(capture_size[0] / ratio * 9 / 16))
-        self._preview_pixel = scope.pixel_size_m * ratio
+        self.preview_size = preview_size_for(capture_size)
+        self._preview_pixel = scope.pixel_size_m * PREVIEW_BINNING
 
     @property
     def limits(self) -> Limits:
         """The simulated stage's soft limits."""
         lim = self.scope.stage.limits
-        return Limits((lim.x_min_m, lim.x_max_m), (lim.y_min_m, lim.y_max_m),
-                      (lim.z_min_m, lim.z_max_m))
+        return Limits(
+            (lim.x_min_m, lim.x_max_m), (lim.y_min_m, lim.y_max_m), (lim.z_min_m, lim.z_max_m)
+        )
 
     def position(self) -> tuple[float, float, float]:
         return tuple(float(v) for v in self.scope.stage.position)
 
-    def move_to(self, x: float | None = None, y: float | None = None,
-                z: float | None = None) -> Moved:
+    def move_to(
+        self, x: float | None = None, y: float | None = None, z: float | None = None
+    ) -> Moved:
         try:
             seconds = self.scope.stage.move_to(x=x, y=y, z=z)
         except ValueError as exc:
@@ -55,8 +58,9 @@ class SimMicroscope:
 
     def preview(self) -> Frame:
         x, y, z = self._pose()
-        rgb = self.scope.render(x, y, z, self.preview_size, pixel_size_m=self._preview_pixel,
-                                binning=4056 / 1280)
+        rgb = self.scope.render(
+            x, y, z, self.preview_size, pixel_size_m=self._preview_pixel, binning=PREVIEW_BINNING
+        )
         return Frame(rgb, self.scope.exposure_s)
 
     def capture(self) -> Frame:
@@ -69,5 +73,10 @@ class SimMicroscope:
             raise HardwareError("no focus predictor loaded")
         start = time.perf_counter()
         result = self.predictor.predict(frame.rgb)
-        return FocusDecision(result.status, result.offset_m if result.ok else 0.0,
-                             result.confidence, time.perf_counter() - start, result.message)
+        return FocusDecision(
+            result.status,
+            result.offset_m if result.ok else 0.0,
+            result.confidence,
+            time.perf_counter() - start,
+            result.message,
+        )

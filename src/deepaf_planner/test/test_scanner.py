@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from deepaf_driver.sim import VirtualMicroscope
@@ -22,10 +23,17 @@ def _edge_request(scope: VirtualMicroscope, sim: SimMicroscope, out, **kw) -> Sc
 
     fov = (CAPTURE[0] * scope.pixel_size_m, CAPTURE[1] * scope.pixel_size_m)
     lo, hi = edge_region(scope, fov, cols=3, rows=2, min_empty=1)
-    return ScanRequest(region_min=lo, region_max=hi, field_of_view=fov,
-                       pixel_size=scope.pixel_size_m, limits=sim.limits, output_dir=out,
-                       half_dof=scope.profile.depth_of_field_m / 2,
-                       stack_range=4 * scope.profile.depth_of_field_m, **kw)
+    return ScanRequest(
+        region_min=lo,
+        region_max=hi,
+        field_of_view=fov,
+        pixel_size=scope.pixel_size_m,
+        limits=sim.limits,
+        output_dir=out,
+        half_dof=scope.profile.depth_of_field_m / 2,
+        stack_range=4 * scope.profile.depth_of_field_m,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -58,21 +66,22 @@ def test_state_machine_allows_only_the_scan_order():
 def test_stack_focus_scan_skips_glass_and_lands_in_focus(sim, tmp_path):
     scope, scope_sim = sim
     truth = scope.best_focus_z
-    req = _edge_request(scope, scope_sim, tmp_path / "scan", focus_method="stack",
-                        start_z=50e-6)
+    req = _edge_request(scope, scope_sim, tmp_path / "scan", focus_method="stack", start_z=50e-6)
     states: list[str] = []
-    machine, tiles, journal = Scanner(scope_sim, truth,
-                                      on_progress=lambda p: states.append(p.state)).run(req)
+    machine, tiles, journal = Scanner(
+        scope_sim, truth, on_progress=lambda p: states.append(p.state)
+    ).run(req)
     assert machine.state == "stitching", machine
     assert {"moving", "previewing", "detecting", "focusing", "capturing"} <= set(states)
     tissue = [t for t in tiles if t.has_tissue]
     assert tissue and len(tissue) < len(tiles) == 6
     half_dof = scope.profile.depth_of_field_m / 2
     assert all(abs(t.true_focus_error_m) <= half_dof for t in tissue), [
-        t.true_focus_error_m for t in tissue]
+        t.true_focus_error_m for t in tissue
+    ]
     assert all(t.focus_images >= 5 for t in tissue)  # a search costs many images
     out = finish_scan(req, tiles, journal, 1.0, 1.0)
-    report = json.loads(open(out["report_path"]).read())
+    report = json.loads(Path(out["report_path"]).read_text())
     assert report["within_dof_pct"] == 100.0
     assert report["tiles_tissue"] == len(tissue)
 
@@ -81,8 +90,9 @@ def test_cancel_then_resume_redoes_nothing(sim, tmp_path):
     scope, scope_sim = sim
     req = _edge_request(scope, scope_sim, tmp_path / "scan", focus_method="fixed")
     done: list[int] = []
-    scanner = Scanner(scope_sim, on_tile=lambda t: done.append(t.index),
-                      should_cancel=lambda: len(done) >= 2)
+    scanner = Scanner(
+        scope_sim, on_tile=lambda t: done.append(t.index), should_cancel=lambda: len(done) >= 2
+    )
     machine, tiles, _ = scanner.run(req)
     assert machine.state == "canceled" and len(tiles) == 2
     req.resume = True
@@ -114,3 +124,23 @@ def test_bad_requests_fail_before_anything_moves(sim, tmp_path):
     with pytest.raises(ValueError, match="different scan"):
         validate_request(other) and Scanner(scope_sim).run(other)
     assert not math.isnan(scope_sim.position()[0])
+
+
+def test_paper_tissue_test_agrees_on_clear_fields(sim, tmp_path):
+    from deepaf.sim_regions import field_tissue_fraction
+
+    scope, scope_sim = sim
+    found = {}
+    for method in ("colour", "paper"):
+        req = _edge_request(
+            scope, scope_sim, tmp_path / method, focus_method="fixed", tissue_method=method
+        )
+        _, tiles, _ = Scanner(scope_sim).run(req)
+        found[method] = {t.index: t.has_tissue for t in tiles}
+        fov = req.field_of_view
+        clear = {t.index: field_tissue_fraction(scope, t.x_m, t.y_m, fov) for t in tiles}
+    for index, fraction in clear.items():
+        if fraction >= 0.3 or fraction == 0.0:
+            assert found["paper"][index] == found["colour"][index] == (fraction > 0), index
+    with pytest.raises(ValueError, match="tissue method"):
+        Scanner(scope_sim).run(ScanRequest(**{**req.__dict__, "tissue_method": "guess"}))

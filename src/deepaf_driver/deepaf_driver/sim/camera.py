@@ -116,3 +116,15 @@ def _gamma_lut(gamma: float) -> np.ndarray:
     """12-bit linear -> 8-bit gamma-encoded lookup table."""
     x = np.arange(4096, dtype=np.float64) / 4095
     return np.rint(255 * x ** (1 / gamma)).astype(np.uint8)
+
+
+#: Full-resolution width over preview width of the Raspberry Pi HQ camera set-up (4056 / 1280):
+#: the focus models are trained at the preview sampling this ratio gives.
+PREVIEW_BINNING = 4056 / 1280
+
+
+def preview_size_for(capture_px: tuple[int, int]) -> tuple[int, int]:
+    """16:9 preview size with the standard binning for a (smaller) capture size, e.g. for fast
+    tests and demos that keep the pixel size the focus model was trained at."""
+    width = round(capture_px[0] / PREVIEW_BINNING)
+    return width, round(width * 9 / 16)
