@@ -38,6 +38,8 @@ def test_launch_file_builds_its_nodes_from_the_graph():
     source = (repo_root() / "launch" / "scan.launch.py").read_text()
     assert "from deepaf.graph import GRAPH, LAUNCH_ARGUMENTS" in source
     assert "for spec in GRAPH" in source
+    sim = (repo_root() / "launch" / "sim.launch.py").read_text()
+    assert '"scan.launch.py"' in sim and '"camera_backend": "sim"' in sim
     installed = Path(repo_root() / "src" / "deepaf" / "launch" / "scan.launch.py")
     assert installed.resolve() == (repo_root() / "launch" / "scan.launch.py").resolve()
 
