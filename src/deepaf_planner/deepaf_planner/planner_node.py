@@ -16,6 +16,7 @@ from pathlib import Path
 
 from deepaf_driver.conversions import point
 from deepaf_driver.node_support import exit_with, run_node
+from deepaf_focus.tissue import PAPER_VALUE_THRESHOLD
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -91,7 +92,7 @@ class PlannerNode(Node):
         ).value
         self._value_threshold = p(
             "value_threshold",
-            0.9,
+            PAPER_VALUE_THRESHOLD,
             d(description="[0..1] paper method: mean HSV value below which a field is tissue"),
         ).value
         self._publish_full = p(

@@ -34,6 +34,7 @@ from deepaf_focus.tissue import (
     TissueParams,
     field_tissue_score,
     mean_hsv_value,
+    paper_field_has_tissue,
 )
 
 from deepaf_planner.focus_surface import FocusSurface
@@ -312,7 +313,7 @@ class Scanner:
         machine.previewed()
         if req.tissue_method == "paper":
             score = 1.0 - mean_hsv_value(preview.rgb)
-            has_tissue = score > 1.0 - req.value_threshold
+            has_tissue = paper_field_has_tissue(preview.rgb, req.value_threshold)
         else:
             score = field_tissue_score(preview.rgb, req.tissue)
             has_tissue = score >= req.tissue.min_field_fraction
