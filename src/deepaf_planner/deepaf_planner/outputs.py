@@ -90,6 +90,7 @@ def finish_scan(
             covered_max_xy=grid.covered_max_xy,
             config=STITCH_CONFIG,
             show_progress=show_progress,
+            compression="jpeg",
         )
         write_thumbnail(out / THUMBNAIL_FILE, info.thumbnail)
         slide_path = str(info.path)

@@ -494,6 +494,7 @@ def stitch_slide(
     show_progress: bool = False,
     tiff_tile: int = 256,
     matches: Sequence[Match] | None = None,
+    compression: str = "zlib",
 ) -> tuple[SlideInfo, Mosaic, list[Match]]:
     """Register, blend and write the tiles as a pyramidal tiled TIFF.
 
@@ -508,6 +509,7 @@ def stitch_slide(
         config: Registration and blending settings.
         show_progress: Show rich progress bars.
         tiff_tile: TIFF tile side.
+        compression: TIFF compression (see :func:`write_pyramidal_tiff`).
         matches: Registrations made during the scan (:class:`OverlapRegistrar`); ``None``
             registers the tiles here (one extra read of every tile).
 
@@ -545,6 +547,6 @@ def stitch_slide(
         task = progress.add_task("writing slide", total=n_strips)
         info = write_pyramidal_tiff(
             out_path, mosaic.render, pixel_size_m, mosaic.shape, tile=tiff_tile,
-            on_strip=lambda: progress.advance(task),
+            compression=compression, on_strip=lambda: progress.advance(task),
         )  # fmt: skip
     return info, mosaic, matches

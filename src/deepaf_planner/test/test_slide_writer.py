@@ -96,3 +96,17 @@ def test_thumbnail_and_focus_map(tmp_path: Path, image) -> None:
     assert png.shape[0] > 200 and png.shape[1] > 600
     with pytest.raises(ValueError, match="outside"):
         write_focus_map(tmp_path / "f.png", 2, 2, {"z": {(2, 0): 1.0}})
+
+
+def test_jpeg_slide_opens_with_close_pixels_and_is_smaller(tmp_path: Path) -> None:
+    from skimage.data import immunohistochemistry
+
+    tissue = np.ascontiguousarray(immunohistochemistry()[:480, :500])  # real stained tissue
+    write_pyramidal_tiff(tmp_path / "z.tiff", tissue, 0.5e-6)
+    write_pyramidal_tiff(tmp_path / "j.tiff", tissue, 0.5e-6, compression="jpeg")
+    assert (tmp_path / "j.tiff").stat().st_size < (tmp_path / "z.tiff").stat().st_size / 2
+    with openslide.OpenSlide(tmp_path / "j.tiff") as s:
+        w, h = s.dimensions
+        region = np.asarray(s.read_region((0, 0), 0, (w, h)))[..., :3].astype(float)
+    assert (w, h) == (500, 480)
+    assert np.abs(region - tissue).mean() < 4.0  # lossy, but close
