@@ -346,13 +346,16 @@ class Scanner:
         self._check_cancel()
         tile = self.scope.capture()
         self._sim += tile.seconds
-        sharp = normalized_sharpness(tile.rgb)
+        work = preview.rgb.shape[1]  # compare capture and preview at the preview's sampling
+        sharp = normalized_sharpness(tile.rgb, work_px=work)
         neighbours = [
             t.sharpness
             for t in results[-6:]
             if t.has_tissue and abs(t.row - f.row) <= 1 and abs(t.col - f.col) <= 1
         ]
-        verdict = assess_sharpness(sharp, neighbours, normalized_sharpness(preview.rgb))
+        verdict = assess_sharpness(
+            sharp, neighbours, normalized_sharpness(preview.rgb, work_px=work)
+        )
         refocused = False
         if not verdict.ok and req.focus_method != "fixed":
             machine.refocus()
@@ -365,7 +368,7 @@ class Scanner:
             machine.focused()
             retry = self.scope.capture()
             self._sim += retry.seconds
-            sharp2 = normalized_sharpness(retry.rgb)
+            sharp2 = normalized_sharpness(retry.rgb, work_px=work)
             if sharp2 >= sharp:
                 tile, sharp, z, offset = retry, sharp2, z2, offset2
         path = journal.write_tile_image(f.index, tile.rgb, f.row, f.col)
