@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=["20x", "4x"], default="20x", help="shipped model")
     ap.add_argument("--model", help="checkpoint (default: the shipped model of --profile)")
     ap.add_argument("--repeats", type=int, default=50, help="timed focus decisions")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1, as the focus server runs)",
+    )
     ap.add_argument("--max-patches", type=int, default=8, help="tiles per decision")
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
     args = ap.parse_args(argv)

@@ -102,7 +102,13 @@ class FocusServer(Node):
             ),
         ).value
         threads = p(
-            "num_threads", 2, ParameterDescriptor(description="torch CPU threads", read_only=True)
+            "num_threads",
+            1,
+            ParameterDescriptor(
+                description="torch CPU threads (1: the decision on 8 small tiles does not gain "
+                "from more, and 2 threads on a busy 2-core machine took 20x longer)",
+                read_only=True,
+            ),
         ).value
 
         try:
