@@ -156,8 +156,16 @@ class FocusServer(Node):
         self.get_logger().info(f"serving focus/predict with {self._model_id} on {device}")
 
     def _on_image(self, msg: Image) -> None:
-        """Keep the newest preview with its exposure stamp [s] and the focus_z at arrival."""
+        """Keep the newest preview with its exposure time [s] and the focus_z at arrival.
+
+        The exposure time is the header stamp when it is recent (a live camera stamps at
+        exposure start, so a frame exposed before a stage move never counts as newer than
+        it); a stamp more than a second old (a replayed bag) counts as its arrival time.
+        """
+        now = self.get_clock().now().nanoseconds * 1e-9
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if not 0.0 <= now - stamp < 1.0:
+            stamp = now
         with self._lock:
             self._latest = (msg, stamp, self._focus_z)
             self._frame_event.notify_all()
