@@ -80,6 +80,7 @@ def test_replayed_previews_give_the_recorded_predictions(ros_node, namespace, tm
     from deepaf_focus.checkpoint import save_checkpoint
     from deepaf_focus.model import build_model
     from rclpy.action import ActionClient
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from deepaf_msgs.action import PredictFocus
@@ -96,7 +97,7 @@ def test_replayed_previews_give_the_recorded_predictions(ros_node, namespace, tm
         Image,
         f"{namespace}/camera/image_raw",
         lambda m: frames.append(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec),
-        10,  # reliable, like the player's publisher: every replayed frame is counted
+        qos_profile_sensor_data,
     )
     client = ActionClient(ros_node, PredictFocus, f"{namespace}/focus/predict")
     server = NodeProcess(
