@@ -77,6 +77,7 @@ def plot_error_vs_distance(
         if len(true) == 0:
             continue
         err = np.abs(pred - true)
+        true = np.round(true, 6)  # grid labels like -10.0000001 belong to the -10 bin
         step = 1.0 if np.abs(true).max() <= 30 else 10.0
         edges = np.arange(np.floor(true.min() / step) * step, true.max() + step, step)
         centers, mean, std = [], [], []
@@ -119,16 +120,17 @@ def run_baselines(
         return lambda a, lo, hi, sn: golden_section_search(a, lo, hi, measure, snap=sn)
 
     def grid(measure):
-        return lambda a, lo, hi, sn: grid_fit_search(a, lo, hi, measure, snap=sn)
+        # 11 grid points over the stack (2 um steps over +-10 um at 20x), then the fit
+        return lambda a, lo, hi, sn: grid_fit_search(a, lo, hi, measure, (hi - lo) / 10, sn)
 
     methods = {
         "golden-section (brenner)": golden("brenner"),
         "golden-section (tenengrad)": golden("tenengrad"),
-        "grid 2um + fit (brenner)": grid("brenner"),
-        "grid 2um + fit (tenengrad)": grid("tenengrad"),
-        "grid 2um + fit (var. Laplacian)": grid("variance_of_laplacian"),
-        "grid 2um + fit (norm. variance)": grid("normalized_variance"),
-        "grid 2um + fit (spectral energy)": grid("spectral_energy"),
+        "grid 11 + fit (brenner)": grid("brenner"),
+        "grid 11 + fit (tenengrad)": grid("tenengrad"),
+        "grid 11 + fit (var. Laplacian)": grid("variance_of_laplacian"),
+        "grid 11 + fit (norm. variance)": grid("normalized_variance"),
+        "grid 11 + fit (spectral energy)": grid("spectral_energy"),
     }
     errs: dict[tuple[str, str], list[float]] = defaultdict(list)
     used: dict[tuple[str, str], list[int]] = defaultdict(list)

@@ -27,7 +27,7 @@ from .checkpoint import load_model
 from .metrics import HALF_DOF_UM
 from .model import DeepAf
 from .tissue import DEFAULT as TISSUE_DEFAULT
-from .tissue import TissueParams, check_rgb, field_tissue_score, select_tissue_patches
+from .tissue import TissueParams, check_rgb, tissue_patches
 
 __all__ = ["FocusPredictor", "FocusResult", "default_model_path"]
 
@@ -144,7 +144,7 @@ class FocusPredictor:
         pred.path = path
         return pred
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_patches(self, patches: np.ndarray) -> np.ndarray:
         """Offsets (um) for uint8 tiles (N, P, P, 3)."""
         if len(patches) == 0:
@@ -174,21 +174,16 @@ class FocusPredictor:
             ValueError: for a wrong dtype, channel count or a frame smaller than one tile.
         """
         rgb = check_rgb(rgb, min_size=self.patch)
-        frac = field_tissue_score(rgb, self.tissue)
+        patches, boxes, frac = tissue_patches(rgb, self.patch, self.max_patches, self.tissue)
         if frac < self.tissue.min_field_fraction:
-            return self._result(
-                "no_tissue",
-                frac,
-                f"no tissue in the field ({frac:.1%} tissue "
-                "pixels): empty glass, blank or black frame; move to tissue",
+            msg = (
+                f"no tissue in the field ({frac:.1%} tissue pixels): empty glass, blank or "
+                "black frame; move to tissue"
             )
-        patches, boxes = select_tissue_patches(rgb, self.patch, self.max_patches, self.tissue)
+            return self._result("no_tissue", frac, msg)
         if len(patches) == 0:
-            return self._result(
-                "no_tissue",
-                frac,
-                f"no {self.patch}px tile is mostly tissue ({frac:.1%} tissue pixels in the field)",
-            )
+            msg = f"no {self.patch}px tile is mostly tissue ({frac:.1%} tissue in the field)"
+            return self._result("no_tissue", frac, msg)
         um = self.predict_patches(patches)
         off_m = um.astype(np.float64) * 1e-6
         if not np.all(np.isfinite(um)):

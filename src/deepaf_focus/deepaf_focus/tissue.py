@@ -26,6 +26,7 @@ __all__ = [
     "paper_field_has_tissue",
     "select_tissue_patches",
     "tissue_mask",
+    "tissue_patches",
 ]
 
 
@@ -138,6 +139,39 @@ def field_has_tissue(rgb: np.ndarray, params: TissueParams = DEFAULT) -> bool:
     return field_tissue_score(rgb, params) >= params.min_field_fraction
 
 
+def mean_hsv_value(rgb: np.ndarray) -> float:
+    """Mean HSV value (max of R, G, B; 0..1) of a field: the DeepAf paper's whole-field test.
+
+    Empty glass is bright (about 0.97 on the virtual microscope), tissue darker (0.55-0.88).
+
+    Raises:
+        ValueError: for images that are not uint8 (H, W, 3).
+    """
+    rgb = check_rgb(rgb)
+    small = _shrink(rgb, max(1, min(rgb.shape[:2]) // 128))
+    return float(small.max(axis=2).mean() / 255.0)
+
+
+PAPER_VALUE_THRESHOLD = 0.92
+"""A field whose mean HSV value is below this holds tissue (paper-style test)."""
+
+
+def paper_field_has_tissue(
+    rgb: np.ndarray, threshold: float = PAPER_VALUE_THRESHOLD, params: TissueParams = DEFAULT
+) -> bool:
+    """The paper's field test: mean HSV value below ``threshold``; black or blank frames
+    (mean value below ``params.dark_max``, no contrast) never count as tissue.
+
+    Raises:
+        ValueError: for images that are not uint8 (H, W, 3).
+    """
+    rgb = check_rgb(rgb)
+    small = _shrink(rgb, max(1, min(rgb.shape[:2]) // 128))
+    value = small.max(axis=2).astype(np.float32) / 255.0
+    grey_std = small.astype(np.float32).mean(axis=2).std()
+    return bool(params.dark_max < value.mean() < threshold and grey_std >= params.min_std)
+
+
 def select_tissue_patches(
     rgb: np.ndarray,
     patch: int,
@@ -164,54 +198,52 @@ def select_tissue_patches(
     Raises:
         ValueError: for bad images or an image smaller than one patch.
     """
+    patches, boxes, _ = tissue_patches(rgb, patch, max_patches, params)
+    return patches, boxes
+
+
+def tissue_patches(
+    rgb: np.ndarray,
+    patch: int,
+    max_patches: int = 16,
+    params: TissueParams = DEFAULT,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`select_tissue_patches` plus the field's tissue fraction, in one pass.
+
+    Returns:
+        ``(patches, boxes, fraction)``; ``fraction`` is 0 for blank, white or black frames
+        and is measured over the patch grid.
+
+    Raises:
+        ValueError: for bad images or an image smaller than one patch.
+    """
     rgb = check_rgb(rgb)
     if patch < 1 or max_patches < 1:
         raise ValueError(f"patch and max_patches must be positive, got {patch}, {max_patches}")
     h, w = rgb.shape[:2]
     if h < patch or w < patch:
         raise ValueError(f"image {w}x{h} is smaller than one {patch}x{patch} patch")
-    empty = (np.zeros((0, patch, patch, 3), np.uint8), np.zeros((0, 4), np.int64))
     ny, nx = h // patch, w // patch
     y0, x0 = (h - ny * patch) // 2, (w - nx * patch) // 2
     grid = rgb[y0 : y0 + ny * patch, x0 : x0 + nx * patch]
     f = next(k for k in (8, 4, 2, 1) if patch % k == 0 and patch // k >= 4)
     small = _shrink(grid, f)
-    if _field_score(small, params) < params.min_field_fraction:
-        return empty
+    empty = (np.zeros((0, patch, patch, 3), np.uint8), np.zeros((0, 4), np.int64))
+    grey = small.astype(np.float32).mean(axis=2)
+    if grey.std() < params.min_std or grey.mean() < 255 * params.dark_max:
+        return (*empty, 0.0)
     cell = patch // f
     m = tissue_mask(small, params)
+    fraction = float(m.mean())
+    if fraction < params.min_field_fraction:
+        return (*empty, fraction)
     frac = m.reshape(ny, cell, nx, cell).mean(axis=(1, 3)).ravel()
     order = np.argsort(-frac, kind="stable")
     keep = [i for i in order if frac[i] >= params.min_patch_fraction][:max_patches]
     if not keep:
-        return empty
+        return (*empty, fraction)
     boxes = np.array(
         [(x0 + (i % nx) * patch, y0 + (i // nx) * patch, patch, patch) for i in keep], np.int64
     )
     patches = np.stack([rgb[y : y + patch, x : x + patch] for x, y, _, _ in boxes])
-    return patches, boxes
-
-
-#: The paper's field test: a field holds tissue when its mean HSV value (brightness, 0..1) is
-#: below this threshold (glass is bright, stained tissue absorbs).
-PAPER_VALUE_THRESHOLD = 0.9
-
-
-def mean_hsv_value(rgb: np.ndarray) -> float:
-    """Mean HSV value (max of R, G, B) of a field, 0..1 (the paper's tissue statistic).
-
-    Raises:
-        ValueError: for images that are not uint8 (H, W, 3).
-    """
-    rgb = check_rgb(rgb)
-    step = max(1, min(rgb.shape[:2]) // 256)
-    return float(rgb[::step, ::step].max(axis=2).mean() / 255.0)
-
-
-def paper_field_has_tissue(rgb: np.ndarray, threshold: float = PAPER_VALUE_THRESHOLD) -> bool:
-    """The paper's tissue detection: mean HSV value below `threshold`.
-
-    Cheaper than :func:`field_has_tissue` but blind to where the tissue is and fooled by a
-    darker lamp or exposure (the threshold is per microscope); a black frame passes it.
-    """
-    return mean_hsv_value(rgb) < threshold
+    return patches, boxes, fraction

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 from deepaf_focus.synthetic import render, texture
 from deepaf_focus.tissue import (
+    PAPER_VALUE_THRESHOLD,
     check_rgb,
     field_has_tissue,
     field_tissue_score,
+    mean_hsv_value,
+    paper_field_has_tissue,
     select_tissue_patches,
     tissue_mask,
 )
@@ -57,3 +60,14 @@ def test_select_patches_empty_and_errors():
         check_rgb(np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(ValueError, match="numpy"):
         check_rgb([[1, 2, 3]])
+
+
+def test_paper_mean_hsv_value_test():
+    tissue = tissue_image(128)
+    glass = np.full((96, 128, 3), 247, np.uint8)
+    glass[::7] = 240  # a little structure, still glass
+    assert mean_hsv_value(tissue) < PAPER_VALUE_THRESHOLD < mean_hsv_value(glass)
+    assert paper_field_has_tissue(tissue)
+    assert not paper_field_has_tissue(glass)
+    assert not paper_field_has_tissue(np.zeros((64, 64, 3), np.uint8))  # black frame
+    assert not paper_field_has_tissue(np.full((64, 64, 3), 128, np.uint8))  # blank grey
