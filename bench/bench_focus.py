@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-patches", type=int, default=8, help="tiles per decision")
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, args.threads))
     repeats = 5 if args.quick else args.repeats
-
     preview, source = _preview(args.profile)
+    torch.set_num_threads(max(1, args.threads))  # after the simulator, which may change it
     try:
         path = Path(args.model) if args.model else default_model_path(args.profile)
         predictor = FocusPredictor.from_checkpoint(path, max_patches=args.max_patches)

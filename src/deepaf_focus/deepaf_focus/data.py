@@ -307,6 +307,8 @@ class AugmentConfig:
     """The paper's augmentations (probabilities and strengths), plus dihedral flips.
 
     Gaussian blur and perspective change the apparent defocus, so keep them weak.
+    ``p_channel_fade`` scales one colour channel's contrast by ``channel_fade`` (stains that
+    barely absorb in one band); off by default.
     """
 
     flip: bool = True
@@ -322,6 +324,8 @@ class AugmentConfig:
     p_erase: float = 0.2
     erase_area: tuple[float, float] = (0.02, 0.1)
     noise_std: float = 0.01
+    p_channel_fade: float = 0.0
+    channel_fade: tuple[float, float] = (0.02, 0.5)
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -430,6 +434,17 @@ def augment_batch(
             xi = F.pad(x[i : i + 1], (r, r, r, r), mode="reflect")
             xi = F.conv2d(xi, k.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
             x[i : i + 1] = F.conv2d(xi, k.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+    if cfg.p_channel_fade > 0:
+        # a stain that barely absorbs in one colour band: that channel keeps little contrast
+        sel = rand(n) < cfg.p_channel_fade
+        ch = torch.randint(0, 3, (n,), generator=gen).to(x.device)
+        lo, hi = cfg.channel_fade
+        f = lo + rand(n) * (hi - lo)
+        scale = torch.ones(n, 3, 1, 1, dtype=x.dtype, device=x.device)
+        idx = sel.nonzero().flatten()
+        scale[idx, ch[idx], 0, 0] = f[idx]
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        x = (x - mean) * scale + mean
     if cfg.noise_std > 0:
         x = x + torch.randn(x.shape, generator=gen).to(x.device) * cfg.noise_std * rand(n, 1, 1, 1)
     if cfg.p_erase > 0:

@@ -17,6 +17,7 @@ outputs give ``status="invalid"``; malformed images raise ``ValueError``.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,9 @@ class FocusPredictor:
         range_um: Offsets the model was trained on (for the confidence), default from the
             model profile.
         num_threads: Torch CPU threads (None: leave unchanged).
+        optimize: On CPU, trace and freeze the network (BatchNorm folded into the
+            convolutions; about 2x faster, same outputs to ~1e-5 um). Falls back to eager
+            mode if tracing fails.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class FocusPredictor:
         tissue: TissueParams = TISSUE_DEFAULT,
         range_um: float | None = None,
         num_threads: int | None = None,
+        optimize: bool = True,
     ) -> None:
         if max_patches < 1:
             raise ValueError(f"max_patches must be >= 1, got {max_patches}")
@@ -126,6 +131,25 @@ class FocusPredictor:
         self.checkpoint: dict = {}
         if num_threads:
             torch.set_num_threads(num_threads)
+        self._net: torch.nn.Module = self.model
+        if optimize and self.device.type == "cpu":
+            self._net = self._frozen() or self.model
+
+    def _frozen(self) -> torch.nn.Module | None:
+        """TorchScript-traced, frozen copy of the model (None if that fails)."""
+        x = torch.rand(2, 3, self.patch, self.patch, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                net = torch.jit.freeze(torch.jit.trace(self.model, x, check_trace=False))
+                net = torch.jit.optimize_for_inference(net)
+                for n in (1, 3):  # batch size stays dynamic after tracing
+                    xb = x[:1].repeat(n, 1, 1, 1)
+                    if not torch.allclose(net(xb), self.model(xb), atol=1e-4):
+                        return None
+            return net
+        except Exception:  # tracing is an optimisation only
+            return None
 
     @classmethod
     def from_checkpoint(
@@ -151,7 +175,7 @@ class FocusPredictor:
             return np.zeros(0, np.float32)
         x = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        return self.model(x).float().cpu().numpy()
+        return self._net(x).float().cpu().numpy()
 
     def _result(self, status: str, frac: float, msg: str, off=None, boxes=None) -> FocusResult:
         return FocusResult(

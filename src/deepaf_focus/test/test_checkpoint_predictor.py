@@ -84,8 +84,17 @@ def test_predictor_bad_inputs(ckpt):
         FocusPredictor.from_checkpoint(ckpt[0], max_patches=0)
 
 
+def test_optimized_predictor_matches_eager(ckpt):
+    img = render(texture(np.random.default_rng(2), 96), -2.0)
+    fast = FocusPredictor.from_checkpoint(ckpt[0], max_patches=4)
+    eager = FocusPredictor.from_checkpoint(ckpt[0], max_patches=4, optimize=False)
+    assert fast._net is not fast.model  # the traced, frozen network is in use
+    a, b = fast.predict(img), eager.predict(img)
+    assert np.allclose(a.patch_offsets_m, b.patch_offsets_m, atol=1e-10)
+
+
 def test_predictor_nan_is_invalid(ckpt):
-    pred = FocusPredictor.from_checkpoint(ckpt[0])
+    pred = FocusPredictor.from_checkpoint(ckpt[0], optimize=False)
     with torch.no_grad():
         pred.model.head.bias.fill_(float("nan"))
     res = pred.predict(render(texture(np.random.default_rng(1), 64), 0.0))

@@ -85,7 +85,9 @@ def test_load_patches_drops_glass_stacks(focal_dataset):
 
 def test_augment_batch_range_shape_and_determinism():
     x = torch.rand(6, 3, 40, 40)
-    cfg = AugmentConfig(p_blur=1.0, p_perspective=1.0, p_erase=1.0, p_autocontrast=1.0)
+    cfg = AugmentConfig(
+        p_blur=1.0, p_perspective=1.0, p_erase=1.0, p_autocontrast=1.0, p_channel_fade=1.0
+    )
     a = augment_batch(x.clone(), cfg, torch.Generator().manual_seed(0), crop=32)
     b = augment_batch(x.clone(), cfg, torch.Generator().manual_seed(0), crop=32)
     assert a.shape == (6, 3, 32, 32) and torch.equal(a, b)
