@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capture-size", default="1014x760", help="capture WxH")
     parser.add_argument("--start-z-um", type=float, default=50.0, help="focus z of field 1")
     args = parser.parse_args(argv)
+    from deepaf.graph import default_params_file
     from deepaf.sim_regions import edge_region
     from deepaf_driver.sim import VirtualMicroscope
 
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     scope = VirtualMicroscope("4x", "lab_a_standard", slide_seed=0)
     fov = (capture[0] * scope.pixel_size_m, capture[1] * scope.pixel_size_m)
     region = edge_region(scope, fov, cols=args.cols, rows=args.rows, min_empty=1)
-    time_scale = 0.1  # the sim stage's default: it sleeps 0.1 s per simulated second
+    # the sim stage sleeps time_scale wall seconds per simulated second (deployment config)
+    params = yaml.safe_load(Path(default_params_file()).read_text())
+    time_scale = float(params["/**/stage"]["ros__parameters"]["time_scale"])
     with tempfile.TemporaryDirectory(prefix="deepaf-bench-scan-") as tmp:
         runs = {
             m: _scan(m, region, Path(tmp) / m, capture, args.start_z_um * 1e-6)

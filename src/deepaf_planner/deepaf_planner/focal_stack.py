@@ -36,14 +36,20 @@ class StackOutcome:
     source: str
 
 
-def peak_of_curve(zs: np.ndarray, scores: np.ndarray) -> float:
-    """z of the maximum of a sharpness curve, refined by a parabola through its neighbours."""
+def sharpness_peak(zs: np.ndarray, scores: np.ndarray) -> float:
+    """z of the sharpness maximum, refined by a parabola through it and its neighbours.
+
+    The one definition of a stack's best focus without ground truth ("sharpness_peak"), used
+    by live acquisition and by `deepaf bag to-dataset`.
+    """
+    order = np.argsort(zs)
+    zs, scores = np.asarray(zs, float)[order], np.asarray(scores, float)[order]
     i = int(np.argmax(scores))
     if 0 < i < len(zs) - 1:
-        y0, y1, y2 = np.log(np.maximum(scores[i - 1 : i + 2], 1e-12))
-        denom = y0 - 2 * y1 + y2
-        if denom < 0:
-            return float(zs[i] + np.clip(0.5 * (y0 - y2) / denom, -1, 1) * (zs[1] - zs[0]))
+        a, b, _ = np.polyfit(zs[i - 1 : i + 2] - zs[i], scores[i - 1 : i + 2], 2)
+        if a < 0:
+            dz = float(np.clip(-b / (2 * a), zs[i - 1] - zs[i], zs[i + 1] - zs[i]))
+            return float(zs[i] + dz)
     return float(zs[i])
 
 
@@ -137,7 +143,7 @@ def acquire_focal_stack(
         best, source = float(truth(x, y)), "simulator"
     else:
         best, source = (
-            peak_of_curve(np.array([z for z, _ in images]), np.array(scores)),
+            sharpness_peak(np.array([z for z, _ in images]), np.array(scores)),
             "sharpness_peak",
         )
     entries = []

@@ -17,6 +17,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from deepaf_planner.focal_stack import sharpness_peak
 
 from .errors import BagError
 from .images import COMPRESSED, IMAGE, IMAGE_TYPES, decode_image
@@ -26,19 +27,6 @@ from .truth import PoseTrack, TruthSource, stamp_ns, truth_source
 __all__ = ["bag_to_dataset", "sharpness_peak"]
 
 XY_TOLERANCE_M = 1e-6
-
-
-def sharpness_peak(zs: np.ndarray, scores: np.ndarray) -> float:
-    """z of the sharpness maximum, refined by a parabola through it and its neighbours."""
-    order = np.argsort(zs)
-    zs, scores = np.asarray(zs, float)[order], np.asarray(scores, float)[order]
-    i = int(np.argmax(scores))
-    if 0 < i < len(zs) - 1:
-        a, b, _ = np.polyfit(zs[i - 1 : i + 2] - zs[i], scores[i - 1 : i + 2], 2)
-        if a < 0:
-            dz = float(np.clip(-b / (2 * a), zs[i - 1] - zs[i], zs[i + 1] - zs[i]))
-            return float(zs[i] + dz)
-    return float(zs[i])
 
 
 class _Stack:
