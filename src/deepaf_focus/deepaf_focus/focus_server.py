@@ -51,6 +51,7 @@ def prediction_msg(
     msg.message = result.message
     msg.offset = float(result.offset_m) if result.ok else math.nan
     msg.confidence = float(result.confidence)
+    msg.expected_error = float(result.expected_error_m) if result.ok else math.nan
     msg.focus_z = float(focus_z)
     msg.target_z = msg.focus_z + msg.offset if result.ok else math.nan
     msg.patch_offsets = [float(v) for v in np.asarray(result.patch_offsets_m, dtype=float)]

@@ -29,6 +29,7 @@ from .metrics import HALF_DOF_UM
 from .model import DeepAf
 from .tissue import DEFAULT as TISSUE_DEFAULT
 from .tissue import TissueParams, check_rgb, tissue_patches
+from .uncertainty import ErrorModel
 
 __all__ = ["FocusPredictor", "FocusResult", "default_model_path"]
 
@@ -75,6 +76,9 @@ class FocusResult:
         tissue_fraction: Fraction of tissue pixels in the field.
         message: Human-readable explanation.
         boxes: (N, 4) ``x, y, w, h`` of the tiles used.
+        expected_error_m: Calibrated expected |offset error| (m): the model's own estimate
+            of how far off this prediction may be (:mod:`deepaf_focus.uncertainty`);
+            NaN unless ``status == "ok"``.
     """
 
     status: str
@@ -84,6 +88,7 @@ class FocusResult:
     tissue_fraction: float
     message: str = ""
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    expected_error_m: float = float("nan")
 
     @property
     def ok(self) -> bool:
@@ -129,6 +134,7 @@ class FocusPredictor:
             range_um or float(model.cfg.extra.get("train_range_um", 0.0)) or (24 * self.half_dof_um)
         )
         self.checkpoint: dict = {}
+        self.error_model = ErrorModel.default(self.half_dof_um)
         if num_threads:
             torch.set_num_threads(num_threads)
         self._net: torch.nn.Module = self.model
@@ -165,6 +171,8 @@ class FocusPredictor:
         model, ckpt = load_model(path, device)
         pred = cls(model, device=device, **kwargs)
         pred.checkpoint = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer")}
+        if ckpt.get("error_model"):
+            pred.error_model = ErrorModel.from_dict(ckpt["error_model"])
         pred.path = path
         return pred
 
@@ -224,12 +232,14 @@ class FocusPredictor:
         in_range = float(np.clip(1.5 - abs(med) / self.range_um, 0.0, 1.0))
         count = min(1.0, len(um) / 3)
         conf = float(np.clip(agree * in_range * (0.5 + 0.5 * count), 0.0, 1.0))
+        expected = self.error_model.expected_error_um(um)
         return FocusResult(
             "ok",
             med * 1e-6,
             conf,
             off_m,
             frac,
-            f"median of {len(um)} tissue tiles: {med:+.2f} um",
+            f"median of {len(um)} tissue tiles: {med:+.2f} um (expected error {expected:.2f} um)",
             boxes,
+            expected * 1e-6,
         )

@@ -66,6 +66,8 @@ class TrainConfig:
             continues with ``--resume``. None: epochs only.
         val_max_patches: Validate on at most this many (evenly spaced) patches.
         log_every: Log a line every this many steps when not on a terminal.
+        init_checkpoint: Start from this checkpoint's weights (fine-tuning; its model
+            config must match ``model``). None: random initialisation.
     """
 
     model: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +90,7 @@ class TrainConfig:
     max_minutes: float | None = None
     log_every: int = 50
     val_max_patches: int = 3000
+    init_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         DeepAfConfig.from_dict(self.model)  # fail fast on bad model keys
@@ -290,8 +293,19 @@ def train(
         gen.set_state(ck["gen_state"])
         state.update({k: ck[k] for k in state})
         log(f"resumed from {last}: epoch {state['epoch']} step {state['step_in_epoch']}")
-    elif resume:
-        log(f"--resume: no {last} yet, starting fresh")
+    else:
+        if resume:
+            log(f"--resume: no {last} yet, starting fresh")
+        if cfg.init_checkpoint:
+            init = load_checkpoint(cfg.init_checkpoint)
+            try:
+                model.load_state_dict(init["state_dict"])
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"init_checkpoint {cfg.init_checkpoint} does not fit the model config "
+                    f"({str(exc).splitlines()[0]}); use the checkpoint's own model config"
+                ) from None
+            log(f"initialised from {cfg.init_checkpoint}")
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(

@@ -250,6 +250,7 @@ class RosMicroscope:
             confidence=float(pred.confidence),
             seconds=time.monotonic() - start,
             message=wrapped.result.message or pred.message,
+            expected_error_m=float(pred.expected_error),
         )
 
     def destroy(self) -> None:

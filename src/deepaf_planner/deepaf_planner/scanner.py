@@ -74,13 +74,15 @@ class Moved:
 
 @dataclass
 class FocusDecision:
-    """A single-shot prediction: status ok | no_tissue | invalid, offset [m], wall seconds."""
+    """A single-shot prediction: status ok | no_tissue | invalid, offset [m], wall seconds,
+    and the model's calibrated expected |error| [m] (NaN when unknown)."""
 
     status: str
     offset_m: float
     confidence: float
     seconds: float
     message: str = ""
+    expected_error_m: float = math.nan
 
 
 class Microscope(Protocol):

@@ -79,4 +79,5 @@ class SimMicroscope:
             result.confidence,
             time.perf_counter() - start,
             result.message,
+            result.expected_error_m,
         )

@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixel size of the patches: the preview stream's (default; what the "
         "focus server sees) or full resolution",
     )
+    d.add_argument(
+        "--microscope",
+        choices=("profile", "random", "foreign"),
+        default="profile",
+        help="profile: the profile's optics and default camera (default); random: domain "
+        "randomisation of optics, illumination, camera and stain per stack (ranges in "
+        "deepaf_driver/sim/randomize.py; --protocols is ignored); foreign: one fixed "
+        "microscope outside those ranges, for transfer and calibration tests",
+    )
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     m = sub.add_parser(
@@ -118,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output PNG")
     m.add_argument("--profile", choices=profiles, default="20x")
     m.add_argument("--seed", type=int, default=0, help="slide seed")
+    m.add_argument(
+        "--microscope",
+        choices=("profile", "random", "foreign"),
+        default="profile",
+        help="profile: three lab presets (default); random: four domain-randomised "
+        "microscopes; foreign: the foreign microscope",
+    )
     return ap
 
 
@@ -164,6 +180,7 @@ def _dataset(a) -> int:
         profile=a.profile,
         noise=not a.no_noise,
         sampling=a.sampling,
+        microscope=a.microscope,
     )
     try:
         out = write_dataset(a.out, spec, workers=a.workers, progress=not a.no_progress)
@@ -181,23 +198,47 @@ def montage(
     protocols=("lab_a_standard", "lab_b_pale_eosin", "other_lab"),
     dz_um=(-6, -3, -1, 0, 1, 3, 6),
     size: int = 320,
+    microscope: str = "profile",
 ) -> Path:
-    """Through-focus montage: one row per protocol, one column per dz (um, scaled for 4x)."""
+    """Through-focus montage: one row per protocol (or per drawn microscope with
+    ``microscope`` "random" / "foreign"), one column per dz (um, scaled for 4x)."""
     import cv2
     from PIL import Image
 
+    from .dataset import DatasetSpec, render_planned_stack
     from .microscope import VirtualMicroscope
 
     out = _writable_file(str(out))
     scale = 1.0 if profile == "20x" else 10.0
+    dzs = np.array([d * scale * 1e-6 for d in dz_um])
     rows = []
-    for p in protocols:
+    if microscope != "profile":
+        spec = DatasetSpec(
+            1, "random", 1e-5, 1e-6, size, seed, profile, sampling="capture",
+            microscope=microscope,
+        )
+        n = 4 if microscope == "random" else 1
+        protocols = []
+        for i in range(n):
+            imgs, _, meta = render_planned_stack(spec, i, dzs)
+            rows.append(imgs)
+            m = meta["microscope"]
+            fx = m["effects"]
+            tags = [k for k in ("bayer", "mono") if fx[k]] + (
+                [f"jpeg{fx['jpeg_quality']}"] if fx["jpeg_quality"] else []
+            )
+            ca = m["optics"]["chromatic_offsets_m"]
+            protocols.append(
+                f"{microscope} {i}: NA {m['optics']['na']:.2f} "
+                f"CA {ca[0] * 1e6:+.1f}/{ca[2] * 1e6:+.1f} {' '.join(tags)}"
+            )
+    for p in protocols if microscope == "profile" else ():
         scope = VirtualMicroscope(profile, p, slide_seed=seed, noise_seed=seed)
         x, y = scope.random_tissue_position(np.random.default_rng(seed + 3))
         zb = float(scope.best_focus_z(x, y))
-        tiles = scope.render_stack(x, y, [zb + d * scale * 1e-6 for d in dz_um], size)
+        tiles = scope.render_stack(x, y, [zb + d for d in dzs], size)
         rows.append(tiles)
-    label_h, gap, left = 22, 4, 150
+    label_h, gap, left = 22, 4, 150 if microscope == "profile" else 230
     w = left + len(dz_um) * (size + gap)
     h = label_h + len(protocols) * (size + gap)
     canvas = np.full((h, w, 3), 255, np.uint8)
@@ -235,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "dataset":
             return _dataset(a)
         if a.cmd == "montage":
-            path = montage(a.out, a.profile, a.seed)
+            path = montage(a.out, a.profile, a.seed, microscope=a.microscope)
             print(f"{path}: through-focus montage ({a.profile})")
             return 0
     except ValueError as e:

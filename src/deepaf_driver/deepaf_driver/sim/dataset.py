@@ -33,6 +33,7 @@ from .optics import get_profile
 from .protocols import Protocol, get_protocol, random_protocol
 
 FORMAT = "deepaf-focal-stack"
+MICROSCOPES = ("profile", "random", "foreign")
 VERSION = 1
 
 
@@ -55,6 +56,10 @@ class DatasetSpec:
         noise: camera noise on.
         sampling: "preview" (default: the binned 1280x720 preview stream's pixel size, which
             is what the focus server predicts from) or "capture" (full-resolution pixels).
+        microscope: "profile" (the profile's optics and the default camera, as deployed),
+            "random" (domain randomisation: optics, illumination, camera and stain drawn per
+            stack from :mod:`.randomize`'s documented ranges; `protocols` is then ignored) or
+            "foreign" (a fixed microscope outside those ranges, for transfer tests).
     """
 
     stacks: int
@@ -66,6 +71,7 @@ class DatasetSpec:
     profile: str = "20x"
     noise: bool = True
     sampling: str = "preview"
+    microscope: str = "profile"
 
     def validate(self) -> None:
         """Raise ``ValueError`` with what to change for any bad argument."""
@@ -84,6 +90,8 @@ class DatasetSpec:
         get_profile(self.profile)
         if self.sampling not in ("preview", "capture"):
             raise ValueError(f"--sampling must be preview or capture, got {self.sampling!r}")
+        if self.microscope not in MICROSCOPES:
+            raise ValueError(f"--microscope must be one of {MICROSCOPES}, got {self.microscope!r}")
         if self.protocols != "random":
             if not self.protocols:
                 raise ValueError("--protocols is empty; give preset names or 'random'")
@@ -103,6 +111,7 @@ class DatasetSpec:
             "profile": self.profile,
             "noise": bool(self.noise),
             "sampling": self.sampling,
+            **({"microscope": self.microscope} if self.microscope != "profile" else {}),
         }
 
 
@@ -149,37 +158,52 @@ def _atomic_write_json(path: Path, obj: dict) -> None:
         raise
 
 
-def write_stack(out_dir: str | Path, spec: DatasetSpec, i: int) -> str:
-    """Render and write stack i (images first, meta.json last). Returns its name."""
+def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = None) -> tuple:
+    """Render stack i of ``spec`` at defocus ``dzs`` (default: the spec's grid).
+
+    Returns:
+        (images, zs, meta): 8-bit RGB images, absolute z of each [m], and the stack's
+        metadata without its image list.
+    """
     from .microscope import VirtualMicroscope
 
-    name = stack_name(i)
-    sdir = Path(out_dir) / name
-    if (sdir / "meta.json").exists():
-        return name
-    sdir.mkdir(parents=True, exist_ok=True)
     slide_seed, protocol, rng = stack_plan(spec, i)
+    drawn = None
+    if spec.microscope != "profile":
+        from . import randomize
+
+        profile = get_profile(spec.profile)
+        if spec.microscope == "foreign":
+            drawn = randomize.foreign_microscope(profile)
+        else:
+            mrng = np.random.default_rng([int(spec.seed), int(i), 0x0D12])
+            drawn = randomize.draw_microscope(profile, mrng, f"random_s{spec.seed}_{i:05d}")
+        protocol = drawn.protocol
     scope = VirtualMicroscope(
-        spec.profile, protocol, slide_seed=slide_seed, noise_seed=int(rng.integers(1 << 31))
+        drawn.optics if drawn else spec.profile,
+        protocol,
+        slide_seed=slide_seed,
+        camera=drawn.camera if drawn else None,
+        noise_seed=int(rng.integers(1 << 31)),
     )
     x, y = scope.random_tissue_position(rng)
     zbest = float(scope.best_focus_z(x, y))
-    dzs = defocus_grid(spec.range_m, spec.step_m)
+    if dzs is None:
+        dzs = defocus_grid(spec.range_m, spec.step_m)
     zs = [zbest + float(d) for d in dzs]
+    illum = None
+    if drawn is not None:
+        side = int(spec.patch)
+        fw, fh = scope.camera.preview_px if spec.sampling == "preview" else scope.camera.sensor_px
+        ox, oy = rng.uniform(0, max(fw - side, 1)), rng.uniform(0, max(fh - side, 1))
+        illum = randomize.illumination_field((side, side), drawn.effects, (fw, fh), (ox, oy))
     images = scope.render_stack(
-        x, y, zs, size=int(spec.patch), noise=spec.noise, sampling=spec.sampling
+        x, y, zs, size=int(spec.patch), noise=spec.noise, sampling=spec.sampling,
+        illumination=illum,
     )
-    entries = []
-    for dz, z, img in zip(dzs, zs, images, strict=True):
-        fname = dz_file_name(float(dz))
-        ok = cv2.imwrite(
-            str(sdir / fname),
-            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-            [cv2.IMWRITE_PNG_COMPRESSION, 1],
-        )
-        if not ok:
-            raise OSError(f"could not write {sdir / fname}")
-        entries.append({"file": fname, "z_m": z})
+    if drawn is not None:
+        erng = np.random.default_rng([int(spec.seed), int(i), 0xEFF])
+        images = [randomize.apply_effects(img, drawn.effects, erng) for img in images]
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -195,8 +219,33 @@ def write_stack(out_dir: str | Path, spec: DatasetSpec, i: int) -> str:
         "x_m": x,
         "y_m": y,
         "best_focus_z_m": zbest,
-        "images": entries,
     }
+    if drawn is not None:
+        meta["microscope"] = {"kind": spec.microscope, **drawn.to_dict()}
+    return images, zs, meta
+
+
+def write_stack(out_dir: str | Path, spec: DatasetSpec, i: int) -> str:
+    """Render and write stack i (images first, meta.json last). Returns its name."""
+    name = stack_name(i)
+    sdir = Path(out_dir) / name
+    if (sdir / "meta.json").exists():
+        return name
+    sdir.mkdir(parents=True, exist_ok=True)
+    dzs = defocus_grid(spec.range_m, spec.step_m)
+    images, zs, meta = render_planned_stack(spec, i, dzs)
+    entries = []
+    for dz, z, img in zip(dzs, zs, images, strict=True):
+        fname = dz_file_name(float(dz))
+        ok = cv2.imwrite(
+            str(sdir / fname),
+            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_PNG_COMPRESSION, 1],
+        )
+        if not ok:
+            raise OSError(f"could not write {sdir / fname}")
+        entries.append({"file": fname, "z_m": z})
+    meta["images"] = entries
     _atomic_write_json(sdir / "meta.json", meta)
     return name
 

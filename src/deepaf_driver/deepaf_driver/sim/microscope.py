@@ -365,6 +365,7 @@ class VirtualMicroscope:
         noise: bool = True,
         rng: np.random.Generator | None = None,
         sampling: str = "capture",
+        illumination: np.ndarray | None = None,
     ) -> list[np.ndarray]:
         """Patches at one field for several focal planes (object generated once).
 
@@ -373,6 +374,7 @@ class VirtualMicroscope:
             size, noise, rng: as in :meth:`render`.
             sampling: "capture" (full-resolution pixels) or "preview" (the binned preview
                 stream's pixels: what the focus model sees when it focuses from a preview).
+            illumination: optional (h, w) relative illumination (non-uniform field).
         """
         if sampling not in ("capture", "preview"):
             raise ValueError(f"sampling must be 'capture' or 'preview', got {sampling!r}")
@@ -390,7 +392,10 @@ class VirtualMicroscope:
         _, i0, j0, nx, ny = self._region(x_m, y_m, w, h, pix, worst)
         self._object(i0, j0, nx, ny, pix)  # prime the cache
         return [
-            self.render(x_m, y_m, z, (w, h), noise, rng, pixel_size_m=pix, binning=binning)
+            self.render(
+                x_m, y_m, z, (w, h), noise, rng, pixel_size_m=pix, binning=binning,
+                illumination=illumination,
+            )
             for z in zs
         ]
 
@@ -404,6 +409,7 @@ class VirtualMicroscope:
         rng: np.random.Generator | None = None,
         pixel_size_m: float | None = None,
         binning: float = 1.0,
+        illumination: np.ndarray | None = None,
     ) -> np.ndarray:
         """8-bit RGB frame (h, w, 3) centred at (x, y) with the focal plane at z.
 
@@ -414,11 +420,14 @@ class VirtualMicroscope:
             rng: noise generator (default: the microscope's own, seeded by noise_seed).
             pixel_size_m: sampling at the sample (default full resolution).
             binning: sensor pixels per output pixel (noise averaging).
+            illumination: optional (h, w) relative illumination multiplying the intensity.
 
         Raises:
             ValueError: non-finite or out-of-limit pose, non-positive size.
         """
         inten = self.render_intensity(x_m, y_m, z_m, size, pixel_size_m)
+        if illumination is not None:
+            inten = inten * np.asarray(illumination, np.float32)[None]
         return self.camera.expose(
             inten,
             self.protocol,
