@@ -159,16 +159,28 @@ class FocusPredictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | None = None, profile: str = "20x", device: str = "cpu", **kwargs
+        cls,
+        path: str | Path | None = None,
+        profile: str | None = None,
+        device: str = "cpu",
+        **kwargs,
     ) -> FocusPredictor:
-        """Load a checkpoint (None: the shipped model for ``profile``).
+        """Load a checkpoint (None: the shipped model for ``profile``, default 20x).
+
+        A given ``profile`` must match the checkpoint's; None accepts any.
 
         Raises:
             FileNotFoundError: when the file (or the shipped model) is missing.
-            ValueError: for corrupt, truncated or foreign checkpoints.
+            ValueError: for corrupt, truncated or foreign checkpoints, or a model trained for
+                another profile than ``profile``.
         """
-        path = default_model_path(profile) if path is None else Path(path)
+        path = default_model_path(profile or "20x") if path is None else Path(path)
         model, ckpt = load_model(path, device)
+        if profile and model.cfg.profile and model.cfg.profile != profile:
+            raise ValueError(
+                f"{path} is a {model.cfg.profile} model but the microscope runs the {profile} "
+                f"profile; use a {profile} model (or train/calibrate one)"
+            )
         pred = cls(model, device=device, **kwargs)
         pred.checkpoint = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer")}
         if ckpt.get("error_model"):

@@ -144,3 +144,71 @@ def plot_reliability(rows_by_split: dict[str, list[dict]], out: str | Path, titl
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def collect_predictions(predictor, records) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Run ``predictor`` on every record's image (tissue only).
+
+    Returns:
+        (tile offsets per prediction in um, predicted offsets in um, true offsets in um).
+    """
+    from .data import read_image
+
+    tiles, pred, true = [], [], []
+    for r in records:
+        res = predictor.predict(read_image(r.path))
+        if not res.ok:
+            continue
+        tiles.append(np.asarray(res.patch_offsets_m, np.float64) * 1e6)
+        pred.append(res.offset_m * 1e6)
+        true.append(r.label_um)
+    return tiles, np.asarray(pred), np.asarray(true)
+
+
+def fit_confidence(
+    model: str | Path | None,
+    fit_data: list[str | Path],
+    out: str | Path,
+    check_data: dict[str, list[str | Path]] | None = None,
+    plot: str | Path | None = None,
+    profile: str = "20x",
+) -> dict:
+    """Fit the error model of a checkpoint on held-out data and write the checkpoint with it.
+
+    Args:
+        model: checkpoint (None: the shipped model of ``profile``).
+        fit_data: datasets the weights are fitted on (never the training data).
+        out: the checkpoint written with its ``error_model`` and reliability table.
+        check_data: named datasets the reliability is measured on (other than ``fit_data``).
+        plot: reliability plot (PNG).
+
+    Returns:
+        ``{"error_model": ..., "reliability": {split: rows}}``.
+    """
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .data import read_dataset
+    from .predictor import FocusPredictor
+
+    predictor = FocusPredictor.from_checkpoint(model, profile=profile)
+    tiles, pred, true = collect_predictions(predictor, read_dataset(fit_data))
+    em = fit_error_model(tiles, pred - true, f"fit on {[Path(d).name for d in fit_data]}")
+    predictor.error_model = em
+    rel = {"fit: " + ", ".join(Path(d).name for d in fit_data): reliability(
+        [em.expected_error_um(t) for t in tiles], pred - true
+    )}
+    for name, dirs in (check_data or {}).items():
+        t2, p2, y2 = collect_predictions(predictor, read_dataset(dirs))
+        if len(t2):
+            rel[name] = reliability([em.expected_error_um(t) for t in t2], p2 - y2)
+    ckpt = load_checkpoint(predictor.path)
+    ckpt["error_model"] = em.to_dict()
+    ckpt["reliability"] = rel
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(out)
+    if plot:
+        plot_reliability(rel, plot, f"{out.name}: expected vs actual |error|")
+    return {"error_model": em.to_dict(), "reliability": rel}

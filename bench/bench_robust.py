@@ -1,0 +1,142 @@
+"""Benchmark focus transfer (``./deepaf bench robust``): does the model hold up elsewhere?
+
+Rows, every one measured in this run on the same test stacks (20x, dz uniform in +-10 um,
+slides and seeds never used in training):
+
+* ``v1``: the shipped model before domain randomisation (``deepaf_20x_v1.pt``);
+* ``robust``: the shipped model (``deepaf_20x.pt``);
+* ``robust + calibrated``: the robust model after ``./deepaf calibrate`` on K stacks of the
+  foreign microscope (the other foreign stacks are held back for the evaluation).
+
+Columns: training presets on new slides, random protocols with an unseen seed, the
+``other_lab`` preset (stain outside the training presets), the foreign microscope
+(optics, stain and camera outside the randomisation ranges), each as FE / FD / DoF.
+Missing test sets are rendered first into ``--data-root`` (resumable; same seeds as the
+model card). The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from deepaf_driver.sim.dataset import DatasetSpec, write_dataset
+from deepaf_focus.data import read_dataset
+from deepaf_focus.metrics import focus_metrics, half_dof_um
+from deepaf_focus.predictor import FocusPredictor, default_model_path
+from deepaf_focus.uncertainty import collect_predictions
+
+LABS = (
+    "lab_a_standard,lab_b_pale_eosin,lab_c_dark_hematoxylin,lab_d_thick_section,"
+    "lab_e_thin_section,lab_f_warm_lamp,lab_g_cool_led,lab_h_high_cellularity,"
+    "lab_i_low_index_mountant,lab_j_magenta_eosin"
+).split(",")
+
+
+def _specs(stacks: int) -> dict[str, tuple[str, DatasetSpec]]:
+    def spec(n, protocols, seed, microscope="profile"):
+        return DatasetSpec(n, protocols, 10e-6, 0.5e-6, 256, seed, "20x", microscope=microscope)
+
+    return {
+        "presets": ("20x_test_same", spec(stacks, tuple(LABS), 1001)),
+        "random": ("20x_test_heldout", spec(stacks, "random", 2002)),
+        "other_lab": ("20x_test_otherlab", spec(max(4, stacks // 2), ("other_lab",), 3003)),
+        "foreign": ("20x_test_foreign", spec(16, "random", 4004, "foreign")),
+    }
+
+
+def _metrics(predictor: FocusPredictor, records) -> dict:
+    _, pred, true = collect_predictions(predictor, records)
+    m = focus_metrics(pred, true, half_dof_um("20x"))
+    return {k: m[k] for k in ("fe_um_mean", "fe_um_std", "fd_pct", "dof_pct", "n")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="deepaf bench robust", description=__doc__.split("\n")[0])
+    ap.add_argument("--data-root", default="data", help="where test sets live (rendered if missing)")
+    ap.add_argument("--stacks", type=int, default=30, help="stacks of the presets / random sets")
+    ap.add_argument("--calib-stacks", type=int, default=8, help="foreign stacks to calibrate on")
+    ap.add_argument("--calib-minutes", type=float, default=10.0, help="fine-tuning budget")
+    ap.add_argument("--v1", default=None, help="the pre-randomisation model (default: shipped v1)")
+    ap.add_argument("--model", default=None, help="the robust model (default: shipped)")
+    ap.add_argument("--workers", type=int, default=2, help="processes rendering test sets")
+    a = ap.parse_args(argv)
+
+    root = Path(a.data_root)
+    sets = {}
+    for col, (name, spec) in _specs(a.stacks).items():
+        out = root / name
+        print(f"test set {col}: {out}", flush=True)
+        write_dataset(out, spec, workers=a.workers, progress=True)
+        sets[col] = read_dataset([out])
+    foreign = sorted(sets["foreign"], key=lambda r: r.stack)
+    stack_ids = sorted({r.stack for r in foreign})
+    calib_ids = set(stack_ids[: a.calib_stacks])
+    sets["foreign"] = [r for r in foreign if r.stack not in calib_ids]
+    calib_dir = root / "20x_test_foreign"
+
+    v1 = Path(a.v1) if a.v1 else default_model_path("20x").with_name("deepaf_20x_v1.pt")
+    robust = Path(a.model) if a.model else default_model_path("20x")
+    rows: dict[str, dict[str, dict]] = {}
+    for label, path in (("v1", v1), ("robust", robust)):
+        pred = FocusPredictor.from_checkpoint(path, profile="20x", num_threads=1)
+        rows[label] = {col: _metrics(pred, recs) for col, recs in sets.items()}
+        print(f"evaluated {label} ({path.name})", flush=True)
+
+    from deepaf_focus.calibrate import calibrate_for_bench
+
+    t0 = time.monotonic()
+    calibrated = Path("out") / "bench-robust" / "calibrated_20x.pt"
+    cal = calibrate_for_bench(robust, calib_dir, sorted(calib_ids), calibrated, a.calib_minutes)
+    calib_s = time.monotonic() - t0
+    pred = FocusPredictor.from_checkpoint(cal, profile="20x", num_threads=1)
+    rows["robust + calibrated"] = {"foreign": _metrics(pred, sets["foreign"])}
+
+    cols = ("presets", "random", "other_lab", "foreign")
+    print("\n| model | " + " | ".join(f"{c} FE / FD / DoF" for c in cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for label, r in rows.items():
+        cells = []
+        for c in cols:
+            m = r.get(c)
+            cells.append(
+                f"{m['fe_um_mean']:.2f} / {m['fd_pct']:.1f} % / {m['dof_pct']:.0f} %" if m else "-"
+            )
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"\ncalibration: {a.calib_stacks} foreign stacks, {calib_s:.0f} s wall "
+          f"(budget {a.calib_minutes:g} min of fine-tuning)")
+    gates = {
+        "random": "FE <= 0.30 um, FD <= 1 %, DoF >= 80 %",
+        "other_lab": "FD <= 5 %, FE <= 1.0 um",
+        "foreign after calibration": "FE <= 0.5 um, FD <= 2 %, DoF >= 70 %",
+    }
+    for k, v in gates.items():
+        print(f"gate {k}: {v}")
+    r, c = rows["robust"], rows["robust + calibrated"]["foreign"]
+    out = {
+        "random_fe_um": r["random"]["fe_um_mean"],
+        "random_fd_pct": r["random"]["fd_pct"],
+        "random_dof_pct": r["random"]["dof_pct"],
+        "other_lab_fe_um": r["other_lab"]["fe_um_mean"],
+        "other_lab_fd_pct": r["other_lab"]["fd_pct"],
+        "foreign_fd_pct_before": r["foreign"]["fd_pct"],
+        "foreign_fe_um_before": r["foreign"]["fe_um_mean"],
+        "foreign_fe_um_after": c["fe_um_mean"],
+        "foreign_fd_pct_after": c["fd_pct"],
+        "foreign_dof_pct_after": c["dof_pct"],
+        "calibration_s": calib_s,
+        "rows": rows,
+        "calibration": cal_info(cal),
+    }
+    print(json.dumps(out, default=lambda v: float(v) if isinstance(v, np.floating) else str(v)))
+    return 0
+
+
+def cal_info(path: Path) -> dict:
+    """The calibration entry stored in a calibrated checkpoint (empty if none)."""
+    from deepaf_focus.checkpoint import load_checkpoint
+
+    return dict(load_checkpoint(path).get("calibration", {}))
