@@ -88,8 +88,43 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-patches", type=int, default=8, help="tissue tiles per image")
     p.add_argument("--profile", choices=["20x", "4x"], help="profile (default: from the data)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch device")
+    p.add_argument(
+        "--fit-confidence",
+        metavar="OUT.pt",
+        help="fit the model's calibrated expected-error weights on --data (held-out data, never "
+        "the training data) and write the checkpoint with them to OUT.pt",
+    )
+    p.add_argument(
+        "--check",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="with --fit-confidence: datasets the reliability is checked on (one split each)",
+    )
+    p.add_argument("--reliability", help="with --fit-confidence: reliability plot (PNG)")
     args = p.parse_args(argv)
     from .evaluate import evaluate, markdown_table
+
+    if args.fit_confidence:
+        from .uncertainty import fit_confidence
+
+        try:
+            fit = fit_confidence(
+                args.model,
+                args.data,
+                args.fit_confidence,
+                {d.rstrip("/").split("/")[-1]: [d] for d in args.check},
+                args.reliability,
+                args.profile or "20x",
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            return _fail(str(exc))
+        print(f"error model: {fit['error_model']}")
+        for split, rows in fit["reliability"].items():
+            pairs = ", ".join(f"{r['expected_um']:.2f}->{r['actual_um']:.2f}" for r in rows)
+            print(f"{split}: expected->actual um per bin: {pairs}")
+        print(f"wrote {args.fit_confidence}")
+        return 0
 
     try:
         rep = evaluate(
