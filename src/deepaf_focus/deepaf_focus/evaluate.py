@@ -28,7 +28,14 @@ from .data import FocusRecord, read_dataset, read_image
 from .metrics import focus_metrics, half_dof_um
 from .predictor import FocusPredictor
 
-__all__ = ["assign_splits", "evaluate", "markdown_table", "plot_error_vs_distance", "run_baselines"]
+__all__ = [
+    "assign_splits",
+    "evaluate",
+    "evaluate_records",
+    "markdown_table",
+    "plot_error_vs_distance",
+    "run_baselines",
+]
 
 KEYS = ("fe_um_mean", "fe_um_std", "fd_pct", "dof_pct", "n")
 
@@ -191,6 +198,48 @@ def evaluate(
     )
     half = half_dof_um(profile)
     splits = assign_splits(records, predictor.checkpoint.get("train_protocols"))
+    result = evaluate_records(predictor, records, splits, half)
+    report: dict[str, Any] = {
+        "splits": result["splits"],
+        "model": str(getattr(predictor, "path", model)),
+        "data": [str(d) for d in data],
+    }
+    if result["skipped"]:
+        report["skipped"] = result["skipped"]
+    if baselines:
+        report["baselines"] = run_baselines(records, splits, half)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2))
+    if plot_path:
+        plot_error_vs_distance(
+            result["values"], plot_path, title=f"{Path(report['model']).name} ({profile})"
+        )
+    return report
+
+
+def evaluate_records(
+    predictor: FocusPredictor,
+    records: Sequence[FocusRecord],
+    splits: Sequence[str] | None = None,
+    half_dof: float | None = None,
+) -> dict[str, Any]:
+    """Deployment-style evaluation of records: each image's tissue tiles, one prediction per
+    tile, the median; images the predictor does not answer ``ok`` are counted, not scored.
+
+    Args:
+        predictor: The model under test.
+        records: Images with their labels.
+        splits: Split name per record (default: one split, ``all``).
+        half_dof: Half depth of field (um) for DoF (default: the predictor's profile's).
+
+    Returns:
+        ``{"splits": {name: FE/FD/DoF metrics}, "skipped": {status: count},
+        "values": {name: (true_um, pred_um)}}``; splits ordered same protocol, held-out
+        protocol, then by name.
+    """
+    if splits is None:
+        splits = ["all"] * len(records)
+    half = predictor.half_dof_um if half_dof is None else half_dof
     true_by, pred_by = defaultdict(list), defaultdict(list)
     skipped: dict[str, int] = defaultdict(int)
     for r, s in zip(records, splits, strict=True):
@@ -202,18 +251,8 @@ def evaluate(
         pred_by[s].append(res.offset_m * 1e6)
     order = [s for s in ("same protocol", "held-out protocol") if s in true_by]
     order += sorted(s for s in true_by if s not in order)
-    report: dict[str, Any] = {
+    return {
         "splits": {s: focus_metrics(pred_by[s], true_by[s], half) for s in order},
-        "model": str(getattr(predictor, "path", model)),
-        "data": [str(d) for d in data],
+        "skipped": dict(skipped),
+        "values": {s: (np.asarray(true_by[s]), np.asarray(pred_by[s])) for s in order},
     }
-    if skipped:
-        report["skipped"] = dict(skipped)
-    if baselines:
-        report["baselines"] = run_baselines(records, splits, half)
-    if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2))
-    if plot_path:
-        per = {s: (np.asarray(true_by[s]), np.asarray(pred_by[s])) for s in order}
-        plot_error_vs_distance(per, plot_path, title=f"{Path(report['model']).name} ({profile})")
-    return report

@@ -32,7 +32,14 @@ import torch.nn.functional as F
 import yaml
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import AugmentConfig, augment_batch, load_patches, read_dataset, split_records
+from .data import (
+    AugmentConfig,
+    FocusRecord,
+    augment_batch,
+    load_patches,
+    read_dataset,
+    split_records,
+)
 from .metrics import focus_metrics, half_dof_um
 from .model import DeepAf, DeepAfConfig, count_parameters
 
@@ -222,8 +229,24 @@ def train(
     device: str = "cpu",
     resume: bool = False,
     verbose: bool = True,
+    records: list[FocusRecord] | None = None,
+    val_records: list[FocusRecord] | None = None,
 ) -> dict[str, Any]:
     """Train, validating every epoch; returns the final summary (also ``OUT/summary.json``).
+
+    Args:
+        cfg: Hyper-parameters.
+        data: Dataset folders (read unless ``records`` is given; recorded in checkpoints).
+        out: Output folder (``last.pt``, ``best.pt``, ``config.yaml``, ``summary.json``).
+        device: ``cpu`` or ``cuda``.
+        resume: Continue from ``OUT/last.pt``.
+        verbose: Progress output.
+        records: Train on these records instead of reading ``data`` (e.g. a caller's own
+            split by stack).
+        val_records: Validate on these records instead of splitting off
+            ``cfg.val_fraction``; all of ``records`` (or ``data``) are then training records.
+            An empty list trains without validation: ``best.pt`` is not written and
+            ``last.pt`` holds the final weights.
 
     Raises:
         ValueError: for unusable data (no tissue patches, no validation slides).
@@ -241,17 +264,26 @@ def train(
     aug = AugmentConfig(**cfg.augment)
     patch = mcfg.patch_size
 
-    records = [r for r in read_dataset(data) if r.profile == mcfg.profile]
+    if records is None:
+        records = read_dataset(data)
+    records = [r for r in records if r.profile == mcfg.profile]
     if not records:
         raise ValueError(f"no images of profile {mcfg.profile!r} in {data}")
-    sizes = [r.pixel_size_m for r in records if r.pixel_size_m]
+    given_val = (
+        None if val_records is None else [r for r in val_records if r.profile == mcfg.profile]
+    )
+    sizes = [r.pixel_size_m for r in records + (given_val or []) if r.pixel_size_m]
     if mcfg.pixel_size_m is None and sizes:
         mcfg.pixel_size_m = float(np.median(sizes))  # travels with the weights
-    train_recs, val_recs = split_records(records, cfg.val_fraction, cfg.split_by, cfg.seed)
+    if given_val is None:
+        train_recs, val_recs = split_records(records, cfg.val_fraction, cfg.split_by, cfg.seed)
+    else:
+        train_recs, val_recs = records, given_val
+    validate = val_records is None or len(val_records) > 0
     load = patch + cfg.load_margin
     xtr, ytr, _ = load_patches(train_recs, load, cfg.label_range_um)
     xva, yva, _ = load_patches(val_recs, load, cfg.label_range_um)
-    if len(xtr) < cfg.batch_size or len(xva) == 0:
+    if len(xtr) < cfg.batch_size or (validate and len(xva) == 0):
         raise ValueError(
             f"too little data: {len(xtr)} training and {len(xva)} validation tissue patches "
             f"(batch {cfg.batch_size}); generate more stacks with `./deepaf sim dataset`"
@@ -368,7 +400,18 @@ def train(
                 break
         state["epoch"] += 1
         state["step_in_epoch"] = 0
-        if is_main:
+        if is_main and not validate:  # no validation records: last.pt is the result
+            m = {"train_loss": loss_sum / max(1, n_loss), "epoch": state["epoch"]}
+            m["seconds"] = round(state["train_seconds"], 1)
+            state["history"].append(m)
+            log(
+                f"epoch {state['epoch']}/{cfg.epochs} loss {m['train_loss']:.4f} "
+                f"(no validation) ({m['seconds']:.0f} s)",
+                flush=True,
+            )
+            save(last, True, {"training": m})
+            t_ckpt = time.time()
+        elif is_main:
             pred = evaluate_patches(model, xva, yva, patch, dev)
             m = focus_metrics(pred, yva.numpy(), half_dof)
             m["train_loss"] = loss_sum / max(1, n_loss)
