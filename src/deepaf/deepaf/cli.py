@@ -40,6 +40,10 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("deepaf_focus.cli:eval_main", "evaluate a focus model: FE, FD, DoF table"),
     "predict": Command("deepaf_focus.cli:predict_main", "predict the focus offset of one image"),
     "export": Command("deepaf_focus.cli:export_main", "export a focus model (TorchScript)"),
+    "calibrate": Command(
+        "deepaf.calibrate_command:main",
+        "fine-tune the focus model on your microscope's stacks (kept only if better)",
+    ),
     "bench": Command("deepaf.bench_command:main", "run a benchmark: ./deepaf bench NAME"),
     "bag": Command("deepaf.bag_command:main", "record, replay, evaluate rosbag2 bags (mcap)"),
     "info": Command("deepaf.test_command:info_main", "show the environment ./deepaf runs in"),

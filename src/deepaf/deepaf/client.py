@@ -278,6 +278,22 @@ class DeepAfClient:
             return task
         return task.wait(max(0.0, timeout - (time.monotonic() - started)))
 
+    def calibrate(self, out: str, stacks: int = 16, **kwargs: Any) -> dict:
+        """Teach the focus model this microscope: acquire `stacks` focal stacks at tissue
+        fields, fine-tune on half, keep the result only if better on the other half.
+
+        `./deepaf calibrate --live` in a call (:func:`deepaf.calibrate_command.calibrate_live`
+        documents the keyword arguments: range_m, step_m, fields, model, config, ...).
+        Returns the report (`report["kept"]`: whether `out` was written).
+
+        Raises:
+            deepaf_focus.calibrate.CalibrationError: too few usable stacks, bad input.
+            RuntimeError: the graph failed.
+        """
+        from deepaf.calibrate_command import calibrate_live
+
+        return calibrate_live(self, out, stacks, **kwargs)
+
     def close(self) -> None:
         """Release the clients (and the private node)."""
         for client in self._actions.values():
