@@ -47,7 +47,7 @@ class InterfacePeer(Node):
         """Move in 20 ms steps, publishing feedback, until there or cancelled."""
         goal = handle.request
         target = [
-            t if math.isfinite(t) else c
+            t if math.isfinite(t) and abs(t) < 1e299 else c  # NaN or UNCHANGED (1e300): stays
             for c, t in zip(self._pos, (goal.x, goal.y, goal.z), strict=True)
         ]
         start = time.monotonic()

@@ -182,10 +182,14 @@ class DeepAfClient:
         relative: bool = False,
         timeout: float = 60.0,
     ) -> Outcome:
-        """Move the stage [m]; axes left None do not move."""
+        """Move the stage [m]; axes left None do not move (absolute or relative).
+
+        A goal the stage refuses (outside the soft limits, emergency stop, busy) ends FAILED
+        with the stage's reason in `message` and `result.error_code`; nothing moved.
+        """
 
         def axis(v: float | None) -> float:
-            return (0.0 if relative else math.nan) if v is None else float(v)
+            return MoveStage.Goal.UNCHANGED if v is None else float(v)
 
         goal = MoveStage.Goal(x=axis(x), y=axis(y), z=axis(z), relative=relative)
         return self._run("move", goal, timeout)

@@ -6,11 +6,16 @@ Topics (relative, so a namespace per microscope works):
 Action: stage/move (deepaf_msgs/MoveStage). Services (std_srvs/Trigger): stage/home,
 stage/stop (emergency stop: aborts motion, refuses moves), stage/reset_stop.
 
-Soft limits are checked when a goal arrives (rejected, reason logged) and again when it
-executes (aborted with CODE_OUT_OF_LIMITS): a relative goal's target depends on where the
-stage is then. One motion at a time: goals and trajectories arriving while the stage moves
-are refused. Backlash compensation lives in the backends (the simulator's stage model and
-the stepper backends approach every target from below).
+Every MoveStage goal is accepted and checked when it executes, before anything moves: a bad
+goal aborts with its error code and the reason in the result's message (so
+`ros2 action send_goal` shows why, not just "Goal was rejected"). An axis a goal leaves at
+MoveStage.Goal.UNCHANGED (the default, 1e300; any |value| >= 1e299) or NaN stays where it is,
+for absolute and relative goals alike; infinities are invalid, and speed_scale must be 0
+(full speed) or in [MIN_SPEED_SCALE, 1]. A relative goal's target depends on where the stage
+is when it runs. One motion at a time: goals arriving while the stage moves abort with
+CODE_HARDWARE_ERROR, and trajectories are refused. Backlash compensation lives in the
+backends (the simulator's stage model and the stepper backends approach every target from
+below).
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ from deepaf_driver.node_support import Param, declare_all, diagnostic_array, exi
 from deepaf_msgs.action import MoveStage
 
 _AXES = ("x", "y", "z")
+#: |value| at or above this (the interface's UNCHANGED is 1e300) leaves an axis where it is.
+UNCHANGED_THRESHOLD = 1e299
+#: Smallest speed_scale a goal may ask for (0 means full speed); a tinier one never arrives.
+MIN_SPEED_SCALE = MoveStage.Goal.MIN_SPEED_SCALE
+
+
+def axis_unchanged(value: float) -> bool:
+    """True when a MoveStage axis value means "leave this axis": UNCHANGED (1e300) or NaN."""
+    return math.isnan(value) or (math.isfinite(value) and abs(value) >= UNCHANGED_THRESHOLD)
 
 
 PARAMETERS = (
@@ -161,21 +175,31 @@ class StageNode(Node):
         """Return (target, error code, reason) for a goal; reason "" when it may run."""
         values = (goal.x, goal.y, goal.z)
         current = self._backend.position()
-        if any(math.isinf(v) for v in values):
-            return current, MoveStage.Result.CODE_INVALID_GOAL, f"infinite coordinate {values}"
-        scale = goal.speed_scale
-        if not (scale == 0 or 0 < scale <= 1):
+        invalid = MoveStage.Result.CODE_INVALID_GOAL
+        bad = [f"{a}={v}" for a, v in zip(_AXES, values, strict=True) if math.isinf(v)]
+        if bad:
             return (
                 current,
-                MoveStage.Result.CODE_INVALID_GOAL,
-                (f"speed_scale {scale} must be in (0, 1] (0 = full speed)"),
+                invalid,
+                f"infinite coordinate {', '.join(bad)} (leave an axis out, or set it to "
+                "UNCHANGED = 1e300, to keep it where it is); nothing moved",
+            )
+        scale = goal.speed_scale
+        if not (scale == 0 or MIN_SPEED_SCALE <= scale <= 1):
+            return (
+                current,
+                invalid,
+                f"speed_scale {scale} must be 0 (full speed) or in [{MIN_SPEED_SCALE:g}, 1]; "
+                "nothing moved",
             )
         if goal.relative:
             target = tuple(
-                c + (0.0 if math.isnan(v) else v) for c, v in zip(current, values, strict=True)
+                c if axis_unchanged(v) else c + v for c, v in zip(current, values, strict=True)
             )
         else:
-            target = tuple(c if math.isnan(v) else v for c, v in zip(current, values, strict=True))
+            target = tuple(
+                c if axis_unchanged(v) else v for c, v in zip(current, values, strict=True)
+            )
         # axes that do not move are not checked: a stage parked outside new limits can leave
         checked = tuple(
             t if t != c else _inside(lim)
@@ -186,16 +210,12 @@ class StageNode(Node):
             return current, MoveStage.Result.CODE_OUT_OF_LIMITS, reason + "; nothing moved"
         return target, MoveStage.Result.CODE_SUCCEEDED, ""
 
-    def _on_goal(self, goal: MoveStage.Goal) -> GoalResponse:
-        """Reject goals that cannot run now (limits, bad numbers, e-stop, busy), with the reason."""
-        _, _, reason = self._resolve(goal)
-        if not reason and self._estop.is_set():
-            reason = "emergency stop engaged; call stage/reset_stop first"
-        if not reason and self._motion.locked():
-            reason = "stage busy with another motion; wait for it or cancel it"
-        if reason:
-            self.get_logger().warning(f"rejected MoveStage goal {_goal_text(goal)}: {reason}")
-            return GoalResponse.REJECT
+    def _on_goal(self, _goal: MoveStage.Goal) -> GoalResponse:
+        """Accept every goal: `_execute` checks it and aborts with the reason in the result.
+
+        A rejection reaches `ros2 action send_goal` and other clients only as "Goal was
+        rejected"; an aborted goal carries its error code and message.
+        """
         return GoalResponse.ACCEPT
 
     def _on_cancel(self, _goal_handle) -> CancelResponse:
@@ -208,11 +228,13 @@ class StageNode(Node):
         result = MoveStage.Result()
         target, code, reason = self._resolve(goal)
         if not reason and self._estop.is_set():
-            code, reason = MoveStage.Result.CODE_STOPPED, "emergency stop engaged"
+            code = MoveStage.Result.CODE_STOPPED
+            reason = "emergency stop engaged; call stage/reset_stop first; nothing moved"
         if not reason and not self._motion.acquire(blocking=False):
-            code, reason = MoveStage.Result.CODE_HARDWARE_ERROR, "stage busy with another motion"
+            code = MoveStage.Result.CODE_HARDWARE_ERROR
+            reason = "stage busy with another motion; wait for it or cancel it; nothing moved"
         if reason:
-            return self._abort(handle, result, code, reason)
+            return self._abort(handle, result, code, f"goal {_goal_text(goal)}: {reason}")
         try:
             outcome = self._backend.move(
                 target,
@@ -391,7 +413,11 @@ def _inside(limits: tuple[float, float]) -> float:
 
 def _goal_text(goal: MoveStage.Goal) -> str:
     mode = "relative" if goal.relative else "absolute"
-    return f"({goal.x}, {goal.y}, {goal.z}) m {mode}"
+    axes = ", ".join(
+        f"{a}=unchanged" if axis_unchanged(v) else f"{a}={v}"
+        for a, v in zip(_AXES, (goal.x, goal.y, goal.z), strict=True)
+    )
+    return f"({axes}) m {mode}"
 
 
 def main(args: list[str] | None = None) -> None:

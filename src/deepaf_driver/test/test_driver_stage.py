@@ -1,9 +1,10 @@
-"""The stage node in its own process over real DDS: limits, cancel, trajectories, e-stop,
-bad configuration."""
+"""The stage node in its own process over real DDS: limits, bad goals, axes left out, cancel,
+trajectories, e-stop, bad configuration."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from deepaf.testing import NodeProcess, spin_until, wait_future
@@ -72,28 +73,100 @@ def _stage(namespace: str, *params: str) -> NodeProcess:
     return NodeProcess(STAGE, args)
 
 
-def test_goal_outside_soft_limits_is_rejected_and_stage_stays_put(ros_node, namespace):
+def test_bad_goals_abort_with_the_reason_and_stage_stays_put(ros_node, namespace):
+    """Goals outside the limits or with bad numbers are accepted, then aborted with a code and
+    a message (what `ros2 action send_goal` prints), before anything moves."""
     with _stage(namespace, "z_min:=-0.0001", "time_scale:=0.0") as proc:
         stage = StageClient(ros_node, namespace)
         stage.wait_ready(proc)
         before = stage.pose()
-        for goal in (
-            {"x": 0.02, "y": math.nan, "z": math.nan},  # past the slide
-            {"x": math.nan, "y": math.nan, "z": -0.0002},  # objective towards the slide
-            {"x": math.nan, "y": math.nan, "z": -0.0002, "relative": True},
-            {"x": math.inf, "y": 0.0, "z": 0.0},
-            {"x": 0.001, "y": math.nan, "z": math.nan, "speed_scale": 2.0},
+        codes = stage.MoveStage.Result
+        for goal, code, reason in (
+            ({"x": 0.02}, codes.CODE_OUT_OF_LIMITS, "stage_x target 20.0000 mm is outside"),
+            ({"z": -0.0002}, codes.CODE_OUT_OF_LIMITS, "focus_z target -0.2000 mm is outside"),
+            ({"z": -0.0002, "relative": True}, codes.CODE_OUT_OF_LIMITS, "soft limits"),
+            ({"x": 0.02, "y": math.nan, "z": math.nan}, codes.CODE_OUT_OF_LIMITS, "outside"),
+            ({"x": math.inf, "y": 0.0, "z": 0.0}, codes.CODE_INVALID_GOAL, "infinite"),
+            ({"z": -math.inf, "relative": True}, codes.CODE_INVALID_GOAL, "z=-inf"),
+            ({"x": 0.001, "speed_scale": 2.0}, codes.CODE_INVALID_GOAL, "speed_scale 2.0"),
+            ({"x": 0.001, "speed_scale": -0.5}, codes.CODE_INVALID_GOAL, "speed_scale"),
+            ({"x": 0.001, "speed_scale": math.nan}, codes.CODE_INVALID_GOAL, "speed_scale"),
         ):
-            assert not stage.send(**goal).accepted, goal
+            result = stage.run(**goal)
+            assert result.error_code == code, (goal, result.message)
+            assert reason in result.message and "nothing moved" in result.message, goal
+            assert (result.position.x, result.position.y, result.position.z) == before
         assert stage.settle() == before
         assert "outside the soft limits" in proc.output()
         # inside the limits still works, NaN keeps an axis, relative adds
         result = stage.run(x=0.008, y=math.nan, z=math.nan)
-        assert result.error_code == stage.MoveStage.Result.CODE_SUCCEEDED, result.message
+        assert result.error_code == codes.CODE_SUCCEEDED, result.message
         assert (result.position.x, result.position.y) == (0.008, before[1])
         result = stage.run(x=-0.001, y=0.0, z=math.nan, relative=True)
         assert math.isclose(result.position.x, 0.007, abs_tol=1e-12)
         assert stage.settle() == (result.position.x, result.position.y, result.position.z)
+
+
+def test_goal_naming_only_z_moves_only_z(ros_node, namespace):
+    """Axes a goal leaves out default to UNCHANGED (1e300) and stay put; explicit 0.0 moves."""
+    with _stage(namespace, "time_scale:=0.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        goal = stage.MoveStage.Goal()
+        assert (goal.x, goal.y, goal.z) == (1e300, 1e300, 1e300)
+        assert stage.MoveStage.Goal.UNCHANGED == 1e300
+        start = stage.pose()
+        assert start == CENTRE
+        codes = stage.MoveStage.Result
+        # absolute, only z: x and y stay at the centre (they used to be driven to 0)
+        result = stage.run(z=0.0001)
+        assert result.error_code == codes.CODE_SUCCEEDED, result.message
+        assert (result.position.x, result.position.y) == start[:2]
+        assert math.isclose(result.position.z, 0.0001, abs_tol=1e-9)
+        assert stage.settle()[:2] == start[:2]
+        # relative, only z: x and y stay, z adds
+        z0 = result.position.z
+        result = stage.run(z=-0.00005, relative=True)
+        assert result.error_code == codes.CODE_SUCCEEDED, result.message
+        assert (result.position.x, result.position.y) == start[:2]
+        assert math.isclose(result.position.z, z0 - 0.00005, abs_tol=1e-9)
+        # the sentinel given explicitly, or any |value| >= 1e299, also means unchanged
+        result = stage.run(x=stage.MoveStage.Goal.UNCHANGED, y=-1e299, z=0.0)
+        assert result.error_code == codes.CODE_SUCCEEDED, result.message
+        assert (result.position.x, result.position.y, result.position.z) == (*start[:2], 0.0)
+        # an explicit x 0.0 moves x to 0, and only x
+        result = stage.run(x=0.0)
+        assert result.error_code == codes.CODE_SUCCEEDED, result.message
+        assert (result.position.x, result.position.y, result.position.z) == (0.0, start[1], 0.0)
+        assert stage.settle() == (0.0, start[1], 0.0)
+        # a goal with no axis at all moves nothing and reports where the stage is
+        result = stage.run()
+        assert result.error_code == codes.CODE_SUCCEEDED, result.message
+        assert (result.position.x, result.position.y, result.position.z) == (0.0, start[1], 0.0)
+
+
+def test_tiny_speed_scale_is_refused_promptly(ros_node, namespace):
+    """speed_scale 5e-324 used to hang the goal; below MIN_SPEED_SCALE it aborts at once."""
+    # time_scale 0: the old code hung even without sleeping (0 s x inf simulated s = NaN)
+    with _stage(namespace, "time_scale:=0.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        before = stage.pose()
+        assert stage.MoveStage.Goal.MIN_SPEED_SCALE == 1e-3
+        for scale in (5e-324, 1e-6, 0.0009):
+            t0 = time.monotonic()
+            result = stage.run(timeout=5.0, x=0.008, speed_scale=scale)
+            assert time.monotonic() - t0 < 3.0
+            assert result.error_code == stage.MoveStage.Result.CODE_INVALID_GOAL, scale
+            assert f"speed_scale {scale}" in result.message
+            assert "[0.001, 1]" in result.message
+        assert stage.settle() == before
+        # the minimum itself runs
+        result = stage.run(z=1e-5, speed_scale=1e-3)
+        assert result.error_code == stage.MoveStage.Result.CODE_SUCCEEDED, result.message
+        assert math.isclose(result.position.z, 1e-5, abs_tol=1e-9)
+        assert result.duration > 1.0  # simulated: 1000 x slower than full speed
+        assert proc.alive()
 
 
 def test_cancel_mid_move_stops_with_consistent_pose(ros_node, namespace):
@@ -169,7 +242,9 @@ def test_emergency_stop_aborts_motion_and_refuses_moves_until_reset(ros_node, na
         assert stage.call("stop").success
         result = wait_future(ros_node, handle.get_result_async(), 10, "result").result
         assert result.error_code == stage.MoveStage.Result.CODE_STOPPED
-        assert not stage.send(x=0.001, y=math.nan, z=math.nan).accepted
+        refused = stage.run(x=0.001)  # accepted, then aborted with the reason
+        assert refused.error_code == stage.MoveStage.Result.CODE_STOPPED
+        assert "emergency stop engaged" in refused.message
         assert not stage.call("home").success
         name = f"{namespace.lstrip('/')}/stage"
         errors = []
