@@ -9,7 +9,9 @@ Services: camera/capture (deepaf_msgs/CaptureImage).
 
 Backend calls for a capture run in a worker thread bounded by the request's timeout, so a
 camera that stops answering fails that request with a clear message and the node keeps
-serving. One capture at a time; a second concurrent request is refused.
+serving. One capture at a time; a second concurrent request is refused. A request's timeout
+must be at most MAX_CAPTURE_TIMEOUT seconds (0 or negative: the capture_timeout parameter);
+NaN, inf or a longer one is answered with success=false and the reason.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from deepaf_driver.node_support import Param, declare_all, diagnostic_array, exi
 from deepaf_driver.qos import PREVIEW_QOS
 from deepaf_msgs.srv import CaptureImage
 
+#: Longest capture timeout a request may ask for [s] (also the capture_timeout parameter's top).
+MAX_CAPTURE_TIMEOUT = 600.0
+
 PARAMETERS = (
     Param("backend", "sim", "camera backend: sim | opencv | picamera2 | package.module:Class"),
     Param("frame_id", OPTICAL_FRAME, "optical frame of images and camera_info"),
@@ -45,7 +50,12 @@ PARAMETERS = (
     Param("preview_rate", 30.0, "preview frame rate [Hz]", (0.1, 120.0)),
     Param("capture_width", 4056, "capture width [px]", (16, 16384)),
     Param("capture_height", 3040, "capture height [px]", (16, 16384)),
-    Param("capture_timeout", 10.0, "capture timeout when a request gives 0 [s]", (0.1, 600.0)),
+    Param(
+        "capture_timeout",
+        10.0,
+        "capture timeout when a request gives 0 [s]",
+        (0.1, MAX_CAPTURE_TIMEOUT),
+    ),
     Param("focal_length_px", 0.0, "fx = fy in camera_info [px]; 0 = uncalibrated", (0.0, 1e6)),
     Param("profile", "4x", "sim: optics profile (4x | 20x)"),
     Param("sim_protocol", "lab_a_standard", "sim: staining protocol preset"),
@@ -167,6 +177,14 @@ class CameraNode(Node):
         self, request: CaptureImage.Request, response: CaptureImage.Response
     ) -> CaptureImage.Response:
         """Capture one full-resolution frame, bounded by the request's timeout."""
+        if not (math.isfinite(request.timeout) and request.timeout <= MAX_CAPTURE_TIMEOUT):
+            # threading's join() overflows time_t on 1e12 or inf and would kill the node
+            return self._fail(
+                response,
+                f"timeout {request.timeout} s is not a usable capture timeout: give 0 (the "
+                f"node's default, {self._default_timeout:g} s) or at most "
+                f"{MAX_CAPTURE_TIMEOUT:g} s; nothing was captured",
+            )
         if not self._capture_lock.acquire(blocking=False):
             return self._fail(response, "capture already running; retry when it has finished")
         try:

@@ -1,6 +1,6 @@
 """The camera node (with the stage node) in their own processes over real DDS: a capture after
 a move shows the new pose, a 12 MP capture arrives intact, a hung backend fails in bounded
-time, one capture at a time, and the preview stream."""
+time, unusable timeouts are refused, one capture at a time, and the preview stream."""
 
 from __future__ import annotations
 
@@ -129,6 +129,30 @@ def test_hung_backend_fails_capture_in_bounded_time_and_node_stays_up(ros_node, 
         )
         spin_until(ros_node, lambda: len(frames) >= 3, 20, "previews after the hang")
         assert cam.alive()
+
+
+def test_unusable_capture_timeouts_are_answered_and_node_stays_up(ros_node, namespace):
+    """timeout 1e12 or inf used to kill the node (OverflowError in the worker's join)."""
+    small = ("preview_width:=320", "preview_height:=180", "capture_width:=400")
+    with NodeProcess(CAMERA, _args(namespace, *small, "capture_height:=300")) as cam:
+        client, CaptureImage = _capture_client(ros_node, namespace, cam)
+        for timeout in (math.inf, 1e12, math.nan, 600.001):
+            response = wait_future(
+                ros_node, client.call_async(CaptureImage.Request(timeout=timeout)), 10, "capture"
+            )
+            assert not response.success, timeout
+            assert "not a usable capture timeout" in response.message, response.message
+            assert "at most 600 s" in response.message
+            assert len(response.image.data) == 0
+            assert cam.alive(), cam.output()
+        # the node still captures, with its default and with the longest allowed timeout
+        for timeout in (0.0, 600.0):
+            response = wait_future(
+                ros_node, client.call_async(CaptureImage.Request(timeout=timeout)), 30, "capture"
+            )
+            assert response.success, response.message
+            assert (response.image.width, response.image.height) == (400, 300)
+        assert "OverflowError" not in cam.output()
 
 
 def test_preview_stream_is_stamped_with_camera_info(ros_node, namespace):
