@@ -28,6 +28,21 @@ def _region(text: str) -> tuple[float, float, float, float]:
         values = ()
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 in mm, got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"region {text!r} has a value that is not a finite number")
+    x0, y0, x1, y1 = values
+    if x0 == x1 or y0 == y1:
+        # ScanSlide reads region_min == region_max as "the whole stage": a typo here must
+        # not start a scan of every field on the stage
+        raise argparse.ArgumentTypeError(
+            f"region {text!r} has zero area (X0 == X1 or Y0 == Y1); give the lower and "
+            "the upper corner, e.g. 6,6,9,8. To scan the whole stage, give its full range, e.g. "
+            "0,0,15,15 for the default soft limits (x_min..x_max, y_min..y_max)"
+        )
+    if x1 < x0 or y1 < y0:
+        raise argparse.ArgumentTypeError(
+            f"region {text!r} is inverted: give the lower corner first (X0 < X1, Y0 < Y1)"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -86,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_region,
         default=None,
         metavar="X0,Y0,X1,Y1",
-        help="stage region in mm (default: 4 x 3 fields at the tissue's edge, "
-        "so the scan captures tissue and skips empty glass)",
+        help="stage region in mm, lower then upper corner (default: 4 x 3 fields at the "
+        "tissue's edge, so the scan captures tissue and skips empty glass); a zero-area "
+        "region is refused",
     )
     parser.add_argument(
         "--profile",
