@@ -30,10 +30,17 @@ from deepaf_focus.predictor import FocusPredictor, default_model_path
 from deepaf_focus.uncertainty import collect_predictions
 
 LABS = (
-    "lab_a_standard,lab_b_pale_eosin,lab_c_dark_hematoxylin,lab_d_thick_section,"
-    "lab_e_thin_section,lab_f_warm_lamp,lab_g_cool_led,lab_h_high_cellularity,"
-    "lab_i_low_index_mountant,lab_j_magenta_eosin"
-).split(",")
+    "lab_a_standard",
+    "lab_b_pale_eosin",
+    "lab_c_dark_hematoxylin",
+    "lab_d_thick_section",
+    "lab_e_thin_section",
+    "lab_f_warm_lamp",
+    "lab_g_cool_led",
+    "lab_h_high_cellularity",
+    "lab_i_low_index_mountant",
+    "lab_j_magenta_eosin",
+)
 
 
 def _specs(stacks: int) -> dict[str, tuple[str, DatasetSpec]]:
@@ -56,7 +63,9 @@ def _metrics(predictor: FocusPredictor, records) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="deepaf bench robust", description=__doc__.split("\n")[0])
-    ap.add_argument("--data-root", default="data", help="where test sets live (rendered if missing)")
+    ap.add_argument(
+        "--data-root", default="data", help="where test sets live (rendered if missing)"
+    )
     ap.add_argument("--stacks", type=int, default=30, help="stacks of the presets / random sets")
     ap.add_argument("--calib-stacks", type=int, default=8, help="foreign stacks to calibrate on")
     ap.add_argument("--calib-minutes", type=float, default=10.0, help="fine-tuning budget")
@@ -106,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['fe_um_mean']:.2f} / {m['fd_pct']:.1f} % / {m['dof_pct']:.0f} %" if m else "-"
             )
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print(f"\ncalibration: {a.calib_stacks} foreign stacks, {calib_s:.0f} s wall "
-          f"(budget {a.calib_minutes:g} min of fine-tuning)")
+    print(
+        f"\ncalibration: {a.calib_stacks} foreign stacks, {calib_s:.0f} s wall "
+        f"(budget {a.calib_minutes:g} min of fine-tuning)"
+    )
     gates = {
         "random": "FE <= 0.30 um, FD <= 1 %, DoF >= 80 %",
         "other_lab": "FD <= 5 %, FE <= 1.0 um",

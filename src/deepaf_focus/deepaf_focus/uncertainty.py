@@ -48,8 +48,7 @@ class ErrorModel:
             np.isfinite(w) and w >= 0 for w in self.weights
         ):
             raise ValueError(
-                f"error model needs {len(FEATURES)} finite non-negative weights, got "
-                f"{self.weights}"
+                f"error model needs {len(FEATURES)} finite non-negative weights, got {self.weights}"
             )
 
     @classmethod
@@ -110,7 +109,7 @@ def reliability(expected_um: np.ndarray, errors_um: np.ndarray, bins: int = 8) -
             continue
         out.append(
             {
-                "n": int(len(idx)),
+                "n": len(idx),
                 "expected_um": float(e[idx].mean()),
                 "actual_um": float(a[idx].mean()),
                 "actual_p90_um": float(np.percentile(a[idx], 90)),
@@ -195,9 +194,11 @@ def fit_confidence(
     tiles, pred, true = collect_predictions(predictor, read_dataset(fit_data))
     em = fit_error_model(tiles, pred - true, f"fit on {[Path(d).name for d in fit_data]}")
     predictor.error_model = em
-    rel = {"fit: " + ", ".join(Path(d).name for d in fit_data): reliability(
-        [em.expected_error_um(t) for t in tiles], pred - true
-    )}
+    rel = {
+        "fit: " + ", ".join(Path(d).name for d in fit_data): reliability(
+            [em.expected_error_um(t) for t in tiles], pred - true
+        )
+    }
     for name, dirs in (check_data or {}).items():
         t2, p2, y2 = collect_predictions(predictor, read_dataset(dirs))
         if len(t2):

@@ -214,7 +214,14 @@ def montage(
     rows = []
     if microscope != "profile":
         spec = DatasetSpec(
-            1, "random", 1e-5, 1e-6, size, seed, profile, sampling="capture",
+            1,
+            "random",
+            1e-5,
+            1e-6,
+            size,
+            seed,
+            profile,
+            sampling="capture",
             microscope=microscope,
         )
         n = 4 if microscope == "random" else 1

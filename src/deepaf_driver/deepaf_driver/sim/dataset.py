@@ -198,7 +198,12 @@ def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = Non
         ox, oy = rng.uniform(0, max(fw - side, 1)), rng.uniform(0, max(fh - side, 1))
         illum = randomize.illumination_field((side, side), drawn.effects, (fw, fh), (ox, oy))
     images = scope.render_stack(
-        x, y, zs, size=int(spec.patch), noise=spec.noise, sampling=spec.sampling,
+        x,
+        y,
+        zs,
+        size=int(spec.patch),
+        noise=spec.noise,
+        sampling=spec.sampling,
         illumination=illum,
     )
     if drawn is not None:

@@ -393,7 +393,14 @@ class VirtualMicroscope:
         self._object(i0, j0, nx, ny, pix)  # prime the cache
         return [
             self.render(
-                x_m, y_m, z, (w, h), noise, rng, pixel_size_m=pix, binning=binning,
+                x_m,
+                y_m,
+                z,
+                (w, h),
+                noise,
+                rng,
+                pixel_size_m=pix,
+                binning=binning,
                 illumination=illumination,
             )
             for z in zs

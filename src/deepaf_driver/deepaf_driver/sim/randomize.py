@@ -11,7 +11,8 @@ Ranges (:class:`Ranges`; relative ranges are factors on the profile's value):
 |---|---|---|
 | optics | NA | x0.9 - x1.1 |
 | | condenser sigma | 0.3 - 0.9 |
-| | longitudinal chromatic offset of R and B vs G | +-1.6 x the profile's largest offset, any sign; 20 % of stacks near-apochromatic (x0.05) |
+| | chromatic offset of R and B vs G | +-1.6 x the profile's largest, any sign |
+| | near-apochromatic (offsets x0.05) | 20 % of stacks |
 | | residual spherical aberration W040 | -0.3 - +0.3 waves (either sign) |
 | | pixel size | x0.87 - x1.15 (relay magnification) |
 | illumination | field non-uniformity / vignetting | 0 - 35 % fall-off to the corner, off-centre |
@@ -22,7 +23,8 @@ Ranges (:class:`Ranges`; relative ranges are factors on the profile's value):
 | | Bayer RGGB mosaic + bilinear demosaic | 40 % of stacks |
 | | JPEG | 50 % of stacks, quality 60 - 95 |
 | | monochrome camera (luminance in all channels) | 10 % of stacks |
-| stain | H and E optical-density vectors | any direction in the positive octant; 30 % with almost no red absorption (R component <= 0.08) |
+| stain | H and E optical-density vectors | any direction in the positive octant |
+| | almost no red absorption (R <= 0.08) | 30 % of stacks |
 | | strengths | H 0.25 - 1.0, E 0.08 - 0.5 |
 | tissue | thickness, cellularity, delta n | 2.5 - 6 um, 0.1 - 0.95, 0.005 - 0.035 |
 """
@@ -117,9 +119,7 @@ def _stain_vector(rng: np.random.Generator, no_red: bool) -> tuple[float, float,
     return (float(v[0]), float(v[1]), float(v[2]))
 
 
-def random_stain_protocol(
-    rng: np.random.Generator, name: str, ranges: Ranges = RANGES
-) -> Protocol:
+def random_stain_protocol(rng: np.random.Generator, name: str, ranges: Ranges = RANGES) -> Protocol:
     """A protocol with stain vectors anywhere in the positive octant and wide tissue ranges."""
     no_red = rng.random() < ranges.p_no_red
     lamp = np.clip(np.array([1.0, 0.9, 0.8]) + rng.normal(0, 0.12, 3), 0.4, 1.0)
@@ -196,7 +196,9 @@ def draw_microscope(
 
 
 def illumination_field(
-    shape: tuple[int, int], fx: CameraEffects, field_px: tuple[int, int] | None = None,
+    shape: tuple[int, int],
+    fx: CameraEffects,
+    field_px: tuple[int, int] | None = None,
     origin_px: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """Relative illumination (h, w) float32: radial fall-off around an off-centre point.
@@ -236,7 +238,9 @@ def apply_effects(img: np.ndarray, fx: CameraEffects, rng: np.random.Generator) 
         out = np.repeat(y[..., None], 3, axis=2)
     if fx.jpeg_quality > 0:
         ok, buf = cv2.imencode(
-            ".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, fx.jpeg_quality]
+            ".jpg",
+            cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, fx.jpeg_quality],
         )
         if ok:
             out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
