@@ -50,3 +50,40 @@ def edge_region(
     lo = (float(xs[i] - half[0]), float(ys[j] - half[1]))
     hi = (float(xs[i + cols - 1] + half[0]), float(ys[j + rows - 1] + half[1]))
     return lo, hi
+
+
+def tissue_region(
+    scope,
+    fov: tuple[float, float],
+    cols: int = 2,
+    rows: int = 2,
+    overlap: float = 0.1,
+    min_fraction: float = 0.9,
+) -> Region:
+    """A region of `cols` x `rows` fields that are all (at least `min_fraction`) tissue, the
+    one nearest the slide's centre; cheap at any magnification (it tries candidate blocks
+    outward from the centre instead of mapping the whole slide). Returns ((x0, y0), (x1, y1))
+    in metres, inside the slide.
+
+    Raises:
+        ValueError: no such region near the centre of this slide.
+    """
+    step = (fov[0] * (1 - overlap), fov[1] * (1 - overlap))
+    w, h = scope.slide_size_m
+    span = (fov[0] + step[0] * (cols - 1), fov[1] + step[1] * (rows - 1))
+    cx, cy = w / 2, h / 2
+    for ring in range(12):
+        offsets = [(i, j) for i in range(-ring, ring + 1) for j in range(-ring, ring + 1)
+                   if max(abs(i), abs(j)) == ring]  # fmt: skip
+        for i, j in offsets:
+            x0, y0 = cx + i * span[0] - span[0] / 2, cy + j * span[1] - span[1] / 2
+            if x0 < 0 or y0 < 0 or x0 + span[0] > w or y0 + span[1] > h:
+                continue
+            xs = x0 + fov[0] / 2 + step[0] * np.arange(cols)
+            ys = y0 + fov[1] / 2 + step[1] * np.arange(rows)
+            if all(field_tissue_fraction(scope, x, y, fov) >= min_fraction for x in xs for y in ys):
+                half = (fov[0] / 2 * 0.98, fov[1] / 2 * 0.98)
+                lo = (float(xs[0] - half[0]), float(ys[0] - half[1]))
+                hi = (float(xs[-1] + half[0]), float(ys[-1] + half[1]))
+                return lo, hi
+    raise ValueError("no all-tissue region near the centre of this slide")

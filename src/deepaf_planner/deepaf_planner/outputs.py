@@ -113,5 +113,6 @@ def finish_scan(
         "slide_path": slide_path,
         "report_path": str(report_path),
         "tiles_total": report.tiles_total,
+        "tiles_below_quality": report.tiles_below_quality,
         "within_dof_pct": None if math.isnan(wd) else wd,
     }

@@ -1,10 +1,11 @@
 """Scan report: per-tile focus decisions and scan totals, as ``report.json`` and a table.
 
 ``report.json`` top-level keys: ``tiles_total`` (fields visited), ``tiles_tissue``,
-``tiles_skipped``, ``within_dof_pct``, ``sim_seconds``, ``wall_seconds``, then
-``tiles_planned``, ``complete``, ``message``, ``depth_of_field_m``, ``focus_method`` and
-``tiles`` (one object per field, :class:`TileRecord`). Non-finite numbers (no simulator
-truth on hardware, no prediction) are written as ``null``.
+``tiles_skipped``, ``tiles_below_quality`` (captured tiles whose focus could not be
+verified, ``focus_quality == "low"``), ``within_dof_pct``, ``sim_seconds``,
+``wall_seconds``, then ``tiles_planned``, ``complete``, ``message``, ``depth_of_field_m``,
+``focus_method`` and ``tiles`` (one object per field, :class:`TileRecord`). Non-finite
+numbers (no simulator truth on hardware, no prediction) are written as ``null``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["ScanReport", "TileRecord", "atomic_write_text", "json_safe"]
+__all__ = [
+    "FOCUS_QUALITY_LOW",
+    "FOCUS_QUALITY_OK",
+    "ScanReport",
+    "TileRecord",
+    "atomic_write_text",
+    "completion_message",
+    "json_safe",
+]
+
+FOCUS_QUALITY_OK = "ok"  # the focus of the tile was verified (deepaf_msgs/ScanTile)
+FOCUS_QUALITY_LOW = "low"  # it could not be verified: the tile may be blurred
 
 
 def json_safe(value: Any) -> Any:
@@ -66,9 +78,13 @@ class TileRecord:
         predicted_offset_m: Focus offset predicted at the preview (m; NaN if none).
         focus_images: Images used to decide focus.
         focus_time_s: Time spent focusing (s; simulated on the virtual microscope).
-        refocused: The sharpness check failed and the field was refocused.
+        refocused: Verification failed (or the prediction was not confident) and the
+            classical fallback search refocused the field.
         sharpness: Normalised sharpness of the captured tile (NaN when skipped).
         image_path: Tile image relative to the output directory (``""`` when skipped).
+        focus_quality: ``"ok"`` (focus verified), ``"low"`` (it could not be verified: the
+            tile may be blurred) or ``""`` (skipped field, or a journal from before the check).
+        focus_check: How the focus was verified or why it failed, human readable.
         true_focus_error_m: Simulator truth ``z - best focus`` (m); NaN on hardware.
         tissue_score: Tissue detector score of the preview.
         sim_seconds: Simulated (or hardware) motion + exposure time of the field (s).
@@ -91,6 +107,13 @@ class TileRecord:
     true_focus_error_m: float = math.nan
     tissue_score: float = math.nan
     sim_seconds: float = math.nan
+    focus_quality: str = ""
+    focus_check: str = ""
+
+    @property
+    def below_quality(self) -> bool:
+        """A captured tile whose focus could not be verified."""
+        return self.has_tissue and self.focus_quality == FOCUS_QUALITY_LOW
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite floats as ``None``)."""
@@ -169,6 +192,11 @@ class ScanReport:
         return self.tiles_total - self.tiles_tissue
 
     @property
+    def tiles_below_quality(self) -> int:
+        """Captured tiles whose focus could not be verified (``focus_quality == "low"``)."""
+        return sum(t.below_quality for t in self.tiles)
+
+    @property
     def within_dof_pct(self) -> float:
         """Share (%) of tissue tiles within the depth of field; NaN without truth."""
         errs = [t.true_focus_error_m for t in self.tiles if t.has_tissue]
@@ -184,6 +212,7 @@ class ScanReport:
                 "tiles_total": self.tiles_total,
                 "tiles_tissue": self.tiles_tissue,
                 "tiles_skipped": self.tiles_skipped,
+                "tiles_below_quality": self.tiles_below_quality,
                 "within_dof_pct": self.within_dof_pct,
                 "sim_seconds": self.sim_seconds,
                 "wall_seconds": self.wall_seconds,
@@ -246,26 +275,42 @@ class ScanReport:
             ("tissue tiles", str(self.tiles_tissue)),
             ("skipped (glass)", str(self.tiles_skipped)),
             ("refocused", str(sum(t.refocused for t in tissue))),
+            ("below focus quality", str(self.tiles_below_quality)),
             ("within depth of field", "n/a" if math.isnan(dof) else f"{dof:.1f} %"),
             ("focus time per tissue tile", f"{focus_t / len(tissue):.2f} s" if tissue else "n/a"),
             ("simulated time", _seconds(self.sim_seconds)),
             ("wall time", _seconds(self.wall_seconds)),
-            ("status", "complete" if self.complete else f"partial: {self.message}"),
+            (
+                "status",
+                completion_message(self.tiles_below_quality)
+                if self.complete
+                else f"partial: {self.message}",
+            ),
         )
         for k, v in rows:
             table.add_row(k, v)
         for t in self.tiles[:max_tiles]:
             err = t.true_focus_error_m
             err_s = "n/a" if math.isnan(err) else f"{err * 1e6:+.2f} um"
+            quality = f", focus {t.focus_quality}" if t.focus_quality else ""
             table.add_row(
                 f"tile {t.index} (r{t.row} c{t.col})",
-                f"z {t.z_m * 1e6:.2f} um, err {err_s}" if t.has_tissue else "glass",
+                f"z {t.z_m * 1e6:.2f} um, err {err_s}{quality}" if t.has_tissue else "glass",
             )
         return table
 
     def print_summary(self, console: Console | None = None, max_tiles: int = 0) -> None:
         """Print :meth:`summary_table` to ``console`` (stdout by default)."""
         (console or Console()).print(self.summary_table(max_tiles))
+
+
+def completion_message(tiles_below_quality: int) -> str:
+    """The message of a complete scan: ``"complete"`` only when every tile's focus was
+    verified, else ``"complete, N tiles below focus quality"`` (ScanSlide's result, word for
+    word, also for N = 1, so clients can match it)."""
+    if tiles_below_quality <= 0:
+        return "complete"
+    return f"complete, {tiles_below_quality} tiles below focus quality"
 
 
 def _seconds(s: float) -> str:

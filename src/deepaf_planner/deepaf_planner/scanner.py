@@ -3,19 +3,36 @@
 `Scanner.run(request)` drives a :class:`Microscope` (the ROS adapter in `ros_microscope`, or
 any object with the same methods) through the :class:`ScanMachine` states. Per field:
 
-1. move x, y (and z to the focus surface's estimate once neighbours are known);
+1. move x, y, and z to the focus surface's estimate (the robust fit through the tiles
+   already verified; the previous tile's z until there are some);
 2. preview; tissue detection (`deepaf_focus.tissue`); empty glass is skipped;
-3. focus by method: `deepaf` (one prediction, one z move; a prediction far from the focus
-   surface is re-checked with a second preview at the surface's z), `stack` (golden-section
-   search on Brenner through the same camera and stage) or `fixed`;
-4. full-resolution capture; its sharpness is checked against neighbours and the preview and a
-   failing tile is refocused once;
-5. the tile is written atomically and journalled, so `resume` after a cancel or a crash skips
+3. focus by method:
+
+   * `deepaf`: predict the offset from the preview and move z once. A prediction the model
+     itself does not trust (calibrated expected error > `max_expected_error`) goes straight
+     to the fallback; one far from the focus surface is re-checked with a preview at its z.
+   * `stack`: golden-section search on Brenner through the same camera and stage.
+   * `fixed`: keep the starting z.
+
+4. full-resolution capture, VERIFIED from the capture itself (no extra exposure): the focus
+   prediction re-run on it at the preview's pixel sampling must be within
+   `verify_tolerance` of zero, after a move of more than 2 half DoF it must be sharper than
+   the preview (otherwise not much blurrier), and it must not be far less sharp than its
+   verified neighbours. For `deepaf` a failed check starts the FALLBACK: a golden-section
+   search on Brenner over +- 3 DoF around the prediction, the surface estimate and the
+   re-prediction (at most +- 30 half DoF, inside the soft limits), to a quarter DoF, with
+   both ends imaged to prove an interior peak; then the tile is recaptured;
+5. every tissue tile gets a verdict, `focus_quality` "ok" (verified: the check passed, or
+   the search found a clear interior peak; for `stack` an interior peak) or "low" (it could
+   not be verified: the tile may be blurred; `fixed` tiles that fail the check), and a
+   human-readable `focus_check`. Low tiles do not feed the focus surface;
+6. the tile is written atomically and journalled, so `resume` after a cancel or a crash skips
    finished tiles.
 
 Times: `sim_seconds` add the durations the microscope reports for moves and exposures (the
 virtual microscope's clock, or real durations on hardware); focus time per field counts the
-previews, z moves and inference spent on focusing.
+previews, z moves and inference spent on focusing (the verifying re-prediction included; a
+capture discarded by the fallback counts as a focus image and its exposure as focus time).
 """
 
 from __future__ import annotations
@@ -28,7 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from deepaf_focus.baselines import golden_section_search
+from deepaf_focus.baselines import brenner, golden_section_search
 from deepaf_focus.tissue import (
     PAPER_VALUE_THRESHOLD,
     TissueParams,
@@ -39,12 +56,25 @@ from deepaf_focus.tissue import (
 
 from deepaf_planner.focus_surface import FocusSurface
 from deepaf_planner.journal import ScanJournal
-from deepaf_planner.report import TileRecord
+from deepaf_planner.report import FOCUS_QUALITY_LOW, FOCUS_QUALITY_OK, TileRecord
 from deepaf_planner.scan_path import Field, plan_grid
-from deepaf_planner.sharpness import assess_sharpness, normalized_sharpness
+from deepaf_planner.sharpness import assess_sharpness, normalized_sharpness, resample_to_width
 from deepaf_planner.state_machine import ScanMachine
 
 FOCUS_METHODS = ("deepaf", "stack", "fixed")
+
+# Focus verification and fallback, in half depths of field (ScanRequest.half_dof) or ratios.
+VERIFY_TOLERANCE_HDOF = 1.5  # |re-prediction from the capture| accepted as in focus
+MAX_EXPECTED_ERROR_HDOF = 5.0  # a prediction expected to be off by more is not confident
+SHARPEN_MOVE_HDOF = 2.0  # a focus move larger than this must sharpen the image
+SEARCH_MARGIN_HDOF = 6.0  # the fallback searches +- 3 DoF around each focus candidate
+SEARCH_MAX_HALF_WIDTH_HDOF = 30.0  # ... but at most this far from the field's start
+PREVIEW_MARGIN = 0.92  # a capture below this fraction of its preview's sharpness failed
+# ... or below this fraction of its verified neighbours' median (tissue varies: in-focus 20x
+# tiles measured down to 0.37 of their neighbours', so only gross blur is caught this way)
+NEIGHBOUR_MIN_RATIO = 0.3
+PEAK_CONTRAST = 1.15  # a search peak must be this much sharper than the interval's ends
+SEARCH_EXTENSIONS = 2  # times a search whose peak is at an end moves on past it
 
 
 class HardwareError(RuntimeError):
@@ -86,7 +116,11 @@ class FocusDecision:
 
 
 class Microscope(Protocol):
-    """What the scan engine needs from the hardware."""
+    """What the scan engine needs from the hardware.
+
+    An optional `can_predict() -> bool` says whether `predict_focus` is available; without
+    it the scanner assumes it is (it is only asked for the `fixed` method's verification).
+    """
 
     def position(self) -> tuple[float, float, float]: ...
     def move_to(
@@ -127,6 +161,10 @@ class ScanRequest:
         stack_range: [m] half range of the `stack` search around the expected focus.
         half_dof: [m] half the depth of field (the within-DoF criterion).
         refocus_tolerance: [m] a prediction farther than this from the surface is re-checked.
+        verify_tolerance: [m] the largest |re-prediction| on the capture that verifies its
+            focus; None = 1.5 half_dof.
+        max_expected_error: [m] a prediction whose calibrated expected error is larger is
+            not trusted (straight to the classical fallback); None = 5 half_dof.
     """
 
     region_min: tuple[float, float]
@@ -144,9 +182,100 @@ class ScanRequest:
     stack_range: float = 60e-6
     half_dof: float = 30e-6
     refocus_tolerance: float = 60e-6
+    verify_tolerance: float | None = None
+    max_expected_error: float | None = None
     tissue: TissueParams = field(default_factory=TissueParams)
     tissue_method: str = "colour"
     value_threshold: float = PAPER_VALUE_THRESHOLD
+
+    @property
+    def verify_tol(self) -> float:
+        """[m] |re-prediction| accepted as in focus."""
+        if self.verify_tolerance is not None:
+            return self.verify_tolerance
+        return VERIFY_TOLERANCE_HDOF * self.half_dof
+
+    @property
+    def max_error(self) -> float:
+        """[m] largest expected error of a prediction that is acted on."""
+        if self.max_expected_error is not None:
+            return self.max_expected_error
+        return MAX_EXPECTED_ERROR_HDOF * self.half_dof
+
+    @property
+    def search_margin_m(self) -> float:
+        """[m] the fallback search covers each focus candidate +- this."""
+        return SEARCH_MARGIN_HDOF * self.half_dof
+
+    @property
+    def search_max_half_width_m(self) -> float:
+        """[m] the fallback search stays this close to the field's starting z."""
+        return SEARCH_MAX_HALF_WIDTH_HDOF * self.half_dof
+
+    @property
+    def search_tol(self) -> float:
+        """[m] classical searches stop at a quarter depth of field."""
+        return max(self.half_dof / 2, 0.05e-6)
+
+
+@dataclass
+class _FieldContext:
+    """One tissue field while it is focused: start, preview, references, spent focus cost."""
+
+    f: Field
+    z0: float  # focus z of the preview (the focus surface's estimate)
+    z: float  # current focus z
+    preview: Frame
+    preview_sharpness: float
+    neighbours: list[float]
+    images: int = 0  # images spent on focusing (the tile's own capture excluded)
+    seconds: float = 0.0  # focus time: previews, z moves, inference, discarded captures
+
+
+@dataclass
+class _Shot:
+    """A full-resolution capture, at the preview's sampling too, and its sharpness there."""
+
+    frame: Frame
+    z: float
+    small: np.ndarray
+    sharpness: float
+    footprint_sharpness: float  # on the preview's footprint, comparable with the preview
+
+
+@dataclass
+class _Check:
+    """Verification of a capture: passed, why, and the re-predicted offset [m] (or NaN)."""
+
+    ok: bool
+    text: str
+    offset_m: float = math.nan
+
+
+@dataclass
+class _Found:
+    """A classical search: best z [m], whether its peak is trusted, a description, and
+    which end holds the sharpest z when none inside does."""
+
+    z: float
+    ok: bool
+    text: str
+    side: int = 0  # +1 / -1: the sharpest z is the interval's upper / lower end
+
+
+@dataclass
+class _Outcome:
+    """The focus result of one tissue field."""
+
+    shot: _Shot
+    offset_m: float
+    quality: str
+    check: str
+    refocused: bool = False
+
+
+def _um(m: float, signed: bool = True) -> str:
+    return f"{m * 1e6:+.2f}" if signed else f"{m * 1e6:.2f}"
 
 
 @dataclass
@@ -259,9 +388,12 @@ class Scanner:
             tissue=sum(t.has_tissue for t in done.values()),
             skipped=sum(not t.has_tissue for t in done.values()),
         )
+        self._can_predict = req.focus_method == "deepaf" or bool(
+            getattr(self.scope, "can_predict", lambda: True)()
+        )
         surface = FocusSurface()
         for t in done.values():
-            if t.has_tissue:
+            if t.has_tissue and not t.below_quality:  # only verified focus feeds the surface
                 surface.add(t.x_m, t.y_m, t.z_m)
         results = [done[i] for i in sorted(done)]
         try:
@@ -277,7 +409,7 @@ class Scanner:
                 journal.append(tile)
                 self._status["done"] += 1
                 self._status["tissue" if tile.has_tissue else "skipped"] += 1
-                if tile.has_tissue:
+                if tile.has_tissue and not tile.below_quality:
                     surface.add(tile.x_m, tile.y_m, tile.z_m)
                     z = tile.z_m
                 self._on_tile(tile)
@@ -343,112 +475,289 @@ class Scanner:
             )
         machine.tissue_found()
         sim_before = self._sim
-        z, offset, images, focus_s = self._focus(req, f, moved.pose[2], preview, surface)
-        machine.focused()
-        self._check_cancel()
-        tile = self.scope.capture()
-        self._sim += tile.seconds
-        work = preview.rgb.shape[1]  # compare capture and preview at the preview's sampling
-        sharp = normalized_sharpness(tile.rgb, work_px=work)
-        neighbours = [
-            t.sharpness
-            for t in results[-6:]
-            if t.has_tissue and abs(t.row - f.row) <= 1 and abs(t.col - f.col) <= 1
-        ]
-        verdict = assess_sharpness(
-            sharp, neighbours, normalized_sharpness(preview.rgb, work_px=work)
+        ctx = _FieldContext(
+            f=f,
+            z0=moved.pose[2],
+            z=moved.pose[2],
+            preview=preview,
+            preview_sharpness=normalized_sharpness(preview.rgb, work_px=preview.rgb.shape[1]),
+            neighbours=[
+                t.sharpness
+                for t in results[-6:]
+                if t.has_tissue
+                and not t.below_quality
+                and abs(t.row - f.row) <= 1
+                and abs(t.col - f.col) <= 1
+            ],
         )
-        refocused = False
-        if not verdict.ok and req.focus_method != "fixed":
-            machine.refocus()
-            refocused = True
-            preview = self.scope.preview()
-            self._sim += preview.seconds
-            z2, offset2, images2, focus_s2 = self._focus(req, f, z, preview, surface)
-            images += images2
-            focus_s += focus_s2
-            machine.focused()
-            retry = self.scope.capture()
-            self._sim += retry.seconds
-            sharp2 = normalized_sharpness(retry.rgb, work_px=work)
-            if sharp2 >= sharp:
-                tile, sharp, z, offset = retry, sharp2, z2, offset2
-        path = journal.write_tile_image(f.index, tile.rgb, f.row, f.col)
+        if req.focus_method == "deepaf":
+            out = self._deepaf(machine, req, ctx, surface)
+        elif req.focus_method == "stack":
+            out = self._stack(machine, req, ctx)
+        else:
+            out = self._fixed(machine, req, ctx)
+        path = journal.write_tile_image(f.index, out.shot.frame.rgb, f.row, f.col)
         truth_err = math.nan
         if self._truth is not None:
-            truth_err = float(z - self._truth(moved.pose[0], moved.pose[1]))
+            truth_err = float(out.shot.z - self._truth(moved.pose[0], moved.pose[1]))
         return TileRecord(
             **base,
-            z_m=z,
+            z_m=out.shot.z,
             has_tissue=has_tissue,
-            predicted_offset_m=offset,
-            focus_images=images,
-            focus_time_s=focus_s,
-            refocused=refocused,
-            sharpness=sharp,
+            predicted_offset_m=out.offset_m,
+            focus_images=ctx.images,
+            focus_time_s=ctx.seconds,
+            refocused=out.refocused,
+            sharpness=out.shot.sharpness,
             image_path=path,
             sim_seconds=moved.seconds + preview.seconds + self._sim - sim_before,
             true_focus_error_m=truth_err,
+            focus_quality=out.quality,
+            focus_check=out.check,
         )
 
-    def _focus(
-        self, req: ScanRequest, f: Field, z: float, preview: Frame, surface: FocusSurface
-    ) -> tuple[float, float, int, float]:
-        """Return (focus z, offset used, images used, focus seconds) and move there."""
-        lo, hi = req.limits.z
-        if req.focus_method == "fixed":
-            return z, 0.0, 0, 0.0
-        if req.focus_method == "stack":
-            return self._stack_focus(req, z)
-        decision = self.scope.predict_focus(preview, z)
-        seconds = preview.seconds + decision.seconds
-        images = 1
-        if decision.status != "ok":
-            if decision.status == "invalid":
-                raise HardwareError(f"focus prediction invalid: {decision.message}")
-            guess = surface.predict(f.x, f.y)  # too little tissue to predict: trust the surface
-            target = guess[0] if guess is not None else z
-            offset = math.nan
+    # -- focus methods -------------------------------------------------------------------
+    def _deepaf(
+        self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext, surface: FocusSurface
+    ) -> _Outcome:
+        """Predict from the preview, move once, capture, verify from the capture; fall back
+        to a classical search when the prediction is not confident or fails verification."""
+        decision = self.scope.predict_focus(ctx.preview, ctx.z0)
+        ctx.images += 1
+        ctx.seconds += ctx.preview.seconds + decision.seconds
+        candidates = [ctx.z0]  # the field starts at the surface's estimate
+        if decision.status == "invalid":
+            raise HardwareError(f"focus prediction invalid: {decision.message}")
+        if decision.status != "ok":  # too little tissue to predict: trust the surface
+            offset, target = math.nan, ctx.z0
         else:
             offset = decision.offset_m
-            target = z + offset
+            target = ctx.z0 + offset
+            candidates.append(target)
+            expected = decision.expected_error_m
+            if math.isfinite(expected) and expected > req.max_error:
+                reason = (
+                    f"low confidence: expected error {_um(expected)} um > {_um(req.max_error)} um"
+                )
+                return self._fallback(machine, req, ctx, candidates, reason, offset)
+            f = ctx.f
             if len(surface) >= 3 and surface.is_outlier(f.x, f.y, target, req.refocus_tolerance):
-                guess = surface.predict(f.x, f.y)
-                if guess is not None:  # re-check from the surface's estimate
-                    moved = self.scope.move_to(z=float(np.clip(guess[0], lo, hi)))
-                    self._sim += moved.seconds
-                    second = self.scope.preview()
-                    self._sim += second.seconds
-                    check = self.scope.predict_focus(second, moved.pose[2])
-                    images += 1
-                    seconds += moved.seconds + second.seconds + check.seconds
+                # far from the surface: re-check with a preview at the predicted z
+                z_t = self._move_z(req, target, ctx)
+                second = self.scope.preview()
+                self._sim += second.seconds
+                check = self.scope.predict_focus(second, z_t)
+                ctx.images += 1
+                ctx.seconds += second.seconds + check.seconds
+                if check.status != "ok" or abs(check.offset_m) > req.verify_tol:
                     if check.status == "ok":
-                        target, offset = moved.pose[2] + check.offset_m, check.offset_m
-        target = float(np.clip(target, lo, hi))
-        moved = self.scope.move_to(z=target)
-        self._sim += moved.seconds
-        return moved.pose[2], offset, images, seconds + moved.seconds
+                        candidates.append(z_t + check.offset_m)
+                    seen = _um(check.offset_m) + " um" if check.status == "ok" else check.status
+                    reason = (
+                        f"prediction {_um(offset)} um far from the focus surface not confirmed "
+                        f"at its z (re-check {seen})"
+                    )
+                    return self._fallback(machine, req, ctx, candidates, reason, offset)
+        self._move_z(req, target, ctx)
+        machine.focused()
+        shot = self._capture(ctx)
+        verdict = self._verify(req, ctx, shot, predict=True)
+        if verdict.ok:
+            return _Outcome(shot, offset, FOCUS_QUALITY_OK, verdict.text)
+        if math.isfinite(verdict.offset_m):
+            candidates.append(shot.z + verdict.offset_m)
+        machine.refocus()
+        ctx.images += 1  # the capture turned out to be one more focus image
+        ctx.seconds += shot.frame.seconds
+        return self._fallback(machine, req, ctx, candidates, verdict.text, offset, shot)
 
-    def _stack_focus(self, req: ScanRequest, z: float) -> tuple[float, float, int, float]:
-        """Golden-section search of Brenner sharpness over z +- stack_range via the camera."""
+    def _stack(self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext) -> _Outcome:
+        """Golden-section search of Brenner sharpness over z0 +- stack_range."""
         lo, hi = req.limits.z
-        spent = [0.0]
+        z_lo, z_hi = max(lo, ctx.z0 - req.stack_range), min(hi, ctx.z0 + req.stack_range)
+        found = self._search(req, ctx, z_lo, z_hi, prove_peak=False)
+        self._move_z(req, found.z, ctx)
+        machine.focused()
+        shot = self._capture(ctx)
+        quality = FOCUS_QUALITY_OK if found.ok else FOCUS_QUALITY_LOW
+        return _Outcome(shot, found.z - ctx.z0, quality, found.text)
+
+    def _fixed(self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext) -> _Outcome:
+        """Capture at the starting z; verify it from the capture (never refocus)."""
+        machine.focused()
+        shot = self._capture(ctx)
+        verdict = self._verify(req, ctx, shot, predict=self._can_predict)
+        quality = FOCUS_QUALITY_OK if verdict.ok else FOCUS_QUALITY_LOW
+        return _Outcome(shot, 0.0, quality, verdict.text)
+
+    # -- building blocks -----------------------------------------------------------------
+    def _move_z(self, req: ScanRequest, z: float, ctx: _FieldContext) -> float:
+        """Move the focus (clipped to the soft limits), charged to the field's focus time."""
+        moved = self.scope.move_to(z=float(np.clip(z, *req.limits.z)))
+        self._sim += moved.seconds
+        ctx.seconds += moved.seconds
+        ctx.z = moved.pose[2]
+        return ctx.z
+
+    def _capture(self, ctx: _FieldContext) -> _Shot:
+        """Full-resolution capture, resampled to the preview's pixel sampling and scored:
+        whole (for the neighbours) and on the preview's footprint (the centred 16:9 band)."""
+        self._check_cancel()
+        frame = self.scope.capture()
+        self._sim += frame.seconds
+        ph, pw = ctx.preview.rgb.shape[:2]
+        small = resample_to_width(frame.rgb, pw)
+        top = max(0, (small.shape[0] - ph) // 2)
+        band = small[top : top + ph]
+        sharp = normalized_sharpness(small, work_px=max(small.shape[:2]))
+        band_sharp = normalized_sharpness(band, work_px=max(band.shape[:2]))
+        return _Shot(frame, ctx.z, small, sharp, band_sharp)
+
+    def _verify(self, req: ScanRequest, ctx: _FieldContext, shot: _Shot, predict: bool) -> _Check:
+        """Verify a capture without another exposure.
+
+        (a) the focus prediction on the capture at the preview's sampling must be within
+        `verify_tolerance` of zero; (b) after a focus move of more than 2 half depths of
+        field the capture must be sharper than the preview (otherwise not much blurrier),
+        and it must not be far less sharp than its verified neighbours.
+        """
+        tol = req.verify_tol
+        passed: list[str] = []
+        failed: list[str] = []
+        offset2 = math.nan
+        if predict:
+            d = self.scope.predict_focus(Frame(shot.small, 0.0), shot.z)
+            ctx.seconds += d.seconds
+            if d.status == "ok":
+                offset2 = d.offset_m
+                text = f"re-prediction {_um(offset2)} um (tolerance {_um(tol, False)} um)"
+                (passed if abs(offset2) <= tol else failed).append(text)
+            else:
+                failed.append(f"no re-prediction from the capture ({d.status})")
+        else:
+            failed.append("no focus prediction to verify it with")
+        moved_by = shot.z - ctx.z0
+        must_sharpen = abs(moved_by) > SHARPEN_MOVE_HDOF * req.half_dof
+        same_view = assess_sharpness(
+            shot.footprint_sharpness,
+            preview_score=ctx.preview_sharpness,
+            preview_margin=PREVIEW_MARGIN,
+            must_sharpen=must_sharpen,
+        )
+        near = assess_sharpness(shot.sharpness, ctx.neighbours, min_ratio=NEIGHBOUR_MIN_RATIO)
+        pv = ctx.preview_sharpness
+        ratio = shot.footprint_sharpness / pv if pv > 0 else math.nan
+        for verdict in (same_view, near):
+            if not verdict.ok:
+                failed.append(verdict.reason.removesuffix("; refocus"))
+        if same_view.ok and near.ok:
+            passed.append(f"sharpness {ratio:.2f}x the preview's after {_um(moved_by)} um")
+        if failed:
+            return _Check(False, "; ".join(failed), offset2)
+        return _Check(True, "verified: " + ", ".join(passed), offset2)
+
+    def _fallback(
+        self,
+        machine: ScanMachine,
+        req: ScanRequest,
+        ctx: _FieldContext,
+        candidates: list[float],
+        reason: str,
+        offset: float,
+        discarded: _Shot | None = None,
+    ) -> _Outcome:
+        """Bounded classical search around every focus candidate, then recapture.
+
+        When the sharpest z is an end of the interval (focus beyond it), the search moves on
+        past that end, up to SEARCH_EXTENSIONS times, as far as `search_max_half_width`
+        from the field's start and the soft limits allow.
+        """
+        (lo, hi), (lo_max, hi_max) = self._search_interval(req, candidates)
+        found = self._search(req, ctx, lo, hi, prove_peak=True)
+        texts = [found.text]
+        m, tol = req.search_margin_m, req.search_tol
+        for _ in range(SEARCH_EXTENSIONS):
+            if found.ok or found.side == 0:
+                break
+            if found.side > 0 and hi < hi_max - tol:
+                lo, hi = hi - m / 2, min(hi_max, hi + m)
+            elif found.side < 0 and lo > lo_max + tol:
+                lo, hi = max(lo_max, lo - m), lo + m / 2
+            else:
+                break
+            found = self._search(req, ctx, lo, hi, prove_peak=True)
+            texts.append("then " + found.text)
+        self._move_z(req, found.z, ctx)
+        machine.focused()
+        shot = self._capture(ctx)
+        quality = FOCUS_QUALITY_OK if found.ok else FOCUS_QUALITY_LOW
+        if not found.ok and discarded is not None and discarded.sharpness > shot.sharpness:
+            shot = discarded  # no peak proven: keep the sharper capture
+        return _Outcome(shot, offset, quality, f"{reason}; fallback {', '.join(texts)}", True)
+
+    def _search_interval(
+        self, req: ScanRequest, candidates: list[float]
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The fallback's first interval, every finite candidate +- search_margin, and the
+        most it may grow to: +- search_max_half_width around the first candidate (the
+        field's start, the surface estimate), inside the soft limits."""
+        primary = candidates[0]
+        finite = [c for c in candidates if math.isfinite(c)]
+        z_lo, z_hi = req.limits.z
+        lo_max = max(z_lo, primary - req.search_max_half_width_m)
+        hi_max = min(z_hi, primary + req.search_max_half_width_m)
+        lo = max(min(finite) - req.search_margin_m, lo_max)
+        hi = min(max(finite) + req.search_margin_m, hi_max)
+        if hi - lo < 4 * req.search_tol:  # squeezed against a limit
+            lo = max(z_lo, min(lo, hi - 2 * req.search_margin_m))
+            hi = min(z_hi, max(hi, lo + 2 * req.search_margin_m))
+        return (lo, hi), (min(lo, lo_max), max(hi, hi_max))
+
+    def _search(
+        self, req: ScanRequest, ctx: _FieldContext, lo: float, hi: float, prove_peak: bool
+    ) -> _Found:
+        """Golden-section search of Brenner over [lo, hi] with previews, to a quarter DoF.
+
+        The result is trusted ("ok") when the best z is interior; with `prove_peak` also when
+        the peak is clearly (PEAK_CONTRAST) sharper than both ends, which are imaged too.
+        """
+        n0, scores = ctx.images, {}
 
         def acquire(zq: float) -> np.ndarray:
             self._check_cancel()
             moved = self.scope.move_to(z=zq)
             frame = self.scope.preview()
-            spent[0] += moved.seconds + frame.seconds
             self._sim += moved.seconds + frame.seconds
+            ctx.seconds += moved.seconds + frame.seconds
+            ctx.images += 1
+            ctx.z = moved.pose[2]
             return frame.rgb
 
-        z_lo, z_hi = max(lo, z - req.stack_range), min(hi, z + req.stack_range)
-        result = golden_section_search(
-            acquire, z_lo, z_hi, "brenner", tol_m=max(req.half_dof / 2, 0.05e-6)
-        )
-        moved = self.scope.move_to(z=result.z_m)
-        self._sim += moved.seconds
-        return moved.pose[2], result.z_m - z, result.images_used, spent[0] + moved.seconds
+        tol = req.search_tol
+        if prove_peak:
+            scores[lo] = brenner(acquire(lo))
+        result = golden_section_search(acquire, lo, hi, "brenner", tol_m=tol)
+        if prove_peak:
+            scores[hi] = brenner(acquire(hi))
+        best_z, best = max(result.samples, key=lambda zs: zs[1])
+        if scores and max(scores.values()) >= best:  # an end is the sharpest
+            best_z = max(scores, key=scores.get)
+        interior = best_z - lo > tol and hi - best_z > tol
+        side = 0 if interior else (1 if best_z > (lo + hi) / 2 else -1)
+        text = f"search {_um(lo)}..{_um(hi)} um, {ctx.images - n0} images: "
+        if not prove_peak:
+            text += f"peak at {_um(best_z)} um" + ("" if interior else " at the interval's end")
+            return _Found(best_z, interior, text, side)
+        c_lo, c_hi = (best / scores[e] if scores[e] > 0 else math.inf for e in (lo, hi))
+        ok = interior and min(c_lo, c_hi) >= PEAK_CONTRAST
+        if ok:
+            side = 0
+        elif (c_lo >= PEAK_CONTRAST) != (c_hi >= PEAK_CONTRAST):  # rising toward one end
+            side = 1 if c_hi < PEAK_CONTRAST else -1
+        text += f"peak at {_um(best_z)} um, {min(c_lo, c_hi):.2f}x the ends' sharpness"
+        if not ok:
+            text += " (no peak inside the interval)" if not interior else " (no clear peak)"
+        return _Found(best_z, ok, text, side)
 
     # ---------------------------------------------------------------------------------
     def _check_cancel(self) -> None:

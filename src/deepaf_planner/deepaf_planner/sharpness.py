@@ -6,7 +6,9 @@ different resolution, brightness and tissue coverage compare, and decides whethe
 captured tile passes relative to its scanned neighbours and the field's preview.
 
 Scores are computed at a common working resolution (long side ``work_px``, the preview
-width by default) so a 4056x3040 capture and its 1280x720 preview are comparable.
+width by default) so a 4056x3040 capture and its 1280x720 preview are comparable;
+:func:`resample_to_width` brings a capture to the preview's pixel sampling (the scan loop
+scores it and re-runs the focus prediction on it, so verifying a tile costs no exposure).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from deepaf_focus.baselines import brenner, tenengrad
 from deepaf_focus.tissue import check_rgb, tissue_mask
 
-__all__ = ["SharpnessVerdict", "assess_sharpness", "normalized_sharpness"]
+__all__ = ["SharpnessVerdict", "assess_sharpness", "normalized_sharpness", "resample_to_width"]
 
 _MEASURES = {"brenner": brenner, "tenengrad": tenengrad}
 _MIN_COVERAGE = 0.05  # tissue fraction below which the coverage normalisation stops
@@ -31,6 +33,24 @@ def _resize_long_side(rgb: np.ndarray, work_px: int) -> np.ndarray:
     if s >= 1.0:
         return rgb
     return cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
+def resample_to_width(rgb: np.ndarray, width: int) -> np.ndarray:
+    """Area-downsample an image to ``width`` pixels across, keeping its aspect ratio.
+
+    A capture resampled to its preview's width has the preview's pixel sampling (the
+    preview spans the capture's full width), which is what a focus model trained on
+    previews expects. Images already at most ``width`` wide are returned as they are.
+
+    Raises:
+        ValueError: for a non-positive width.
+    """
+    if width < 1:
+        raise ValueError(f"width must be positive, got {width}")
+    h, w = rgb.shape[:2]
+    if w <= width:
+        return rgb
+    return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
 def normalized_sharpness(rgb: np.ndarray, measure: str = "brenner", work_px: int = 1280) -> float:
@@ -81,13 +101,15 @@ def assess_sharpness(
     preview_score: float | None = None,
     min_ratio: float = 0.6,
     preview_margin: float = 0.9,
+    must_sharpen: bool = False,
 ) -> SharpnessVerdict:
     """Judge a captured tile's sharpness against its neighbours and its preview.
 
     The tile fails when its score is below ``min_ratio`` times the median of the
     neighbours' scores (neighbouring tissue looks alike and the surface is smooth), or
-    below ``preview_margin`` times the preview's score (refocusing made it worse). With
-    neither reference it passes.
+    below ``preview_margin`` times the preview's score (refocusing made it worse), or, with
+    ``must_sharpen``, not above the preview's score (a large focus move toward best focus
+    must sharpen the image). With neither reference it passes.
 
     Args:
         score: :func:`normalized_sharpness` of the captured tile.
@@ -96,6 +118,7 @@ def assess_sharpness(
             working resolution.
         min_ratio: Fraction of the neighbours' median a tile must reach, in (0, 1].
         preview_margin: Fraction of the preview's score a tile must reach, in (0, 1].
+        must_sharpen: The tile must be sharper than the preview (the focus moved far).
 
     Raises:
         ValueError: for ratios outside (0, 1] or a non-finite score.
@@ -116,9 +139,16 @@ def assess_sharpness(
             )  # fmt: skip
     else:
         ref, ratio = float("nan"), float("nan")
-    if preview_score is not None and preview_score > 0 and score < preview_margin * preview_score:
-        return SharpnessVerdict(
-            False, score, preview_score, score / preview_score,
-            f"sharpness {score:.3g} fell below the preview's {preview_score:.3g}; refocus",
-        )  # fmt: skip
+    if preview_score is not None and preview_score > 0:
+        if must_sharpen and score <= preview_score:
+            return SharpnessVerdict(
+                False, score, preview_score, score / preview_score,
+                f"sharpness {score:.3g} did not rise above the preview's {preview_score:.3g} "
+                "although the focus moved far; refocus",
+            )  # fmt: skip
+        if score < preview_margin * preview_score:
+            return SharpnessVerdict(
+                False, score, preview_score, score / preview_score,
+                f"sharpness {score:.3g} fell below the preview's {preview_score:.3g}; refocus",
+            )  # fmt: skip
     return SharpnessVerdict(True, score, ref, ratio, "sharp enough")

@@ -68,6 +68,10 @@ class SimMicroscope:
         rgb = self.scope.render(x, y, z, self.capture_size)
         return Frame(rgb, self.scope.exposure_s + self.scope.camera.capture_readout_s)
 
+    def can_predict(self) -> bool:
+        """Whether a focus predictor is loaded."""
+        return self.predictor is not None
+
     def predict_focus(self, frame: Frame, focus_z: float) -> FocusDecision:
         if self.predictor is None:
             raise HardwareError("no focus predictor loaded")

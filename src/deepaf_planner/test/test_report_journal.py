@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from deepaf_planner.journal import TILES_JOURNAL, ScanJournal, load_journal
-from deepaf_planner.report import ScanReport, TileRecord
+from deepaf_planner.report import ScanReport, TileRecord, completion_message
 from rich.console import Console
 
 PARAMS = {"region_min": (0.0, 0.0), "region_max": (2e-3, 1e-3), "overlap": 0.1,
@@ -146,3 +147,38 @@ def test_append_accepts_other_tile_objects(tmp_path: Path) -> None:
     rec = j.append(Result(5, 1, 2, 1e-3, 2e-3, 3e-6, False, 0.4))
     assert rec.index == 5 and rec.sim_seconds == 0.4 and math.isnan(rec.sharpness)
     assert load_journal(tmp_path / "scan")[5] == rec
+
+
+def test_focus_quality_is_journalled_reported_and_old_journals_still_resume(tmp_path: Path) -> None:
+    out = tmp_path / "scan"
+    j = ScanJournal.open(out, PARAMS)
+    img = np.full((20, 30, 3), 200, np.uint8)
+    old = _record(0, path=j.write_tile_image(0, img)).to_dict()
+    del old["focus_quality"], old["focus_check"]  # a journal line from before the check
+    with open(out / TILES_JOURNAL, "a") as fh:
+        fh.write(json.dumps(old) + "\n")
+    low = dataclasses.replace(
+        _record(1, path=j.write_tile_image(1, img, col=1)),
+        focus_quality="low",
+        focus_check="re-prediction +2.10 um (tolerance 0.89 um); fallback ...",
+        refocused=True,
+    )
+    j2 = ScanJournal.open(out, PARAMS, resume=True)
+    assert j2.finished[0].focus_quality == "" and not j2.finished[0].below_quality
+    j2.append(low)
+    j2.append(dataclasses.replace(_record(2, tissue=False)))
+    tiles = ScanJournal.open(out, PARAMS, resume=True).tiles()
+    assert [t.focus_quality for t in tiles] == ["", "low", ""]
+    line = json.loads((out / TILES_JOURNAL).read_text().splitlines()[1])
+    assert line["focus_quality"] == "low" and line["focus_check"].startswith("re-prediction")
+    report = ScanReport(tiles=tiles, depth_of_field_m=4e-6, tiles_planned=3)
+    d = json.loads(report.write(tmp_path / "report.json").read_text())
+    assert d["tiles_below_quality"] == 1 and d["tiles"][1]["focus_quality"] == "low"
+    assert ScanReport.read(tmp_path / "report.json").tiles_below_quality == 1
+    console = Console(record=True, width=100)
+    report.print_summary(console, max_tiles=3)
+    text = console.export_text()
+    assert "below focus quality" in text and "complete, 1 tiles below focus quality" in text
+    assert "focus low" in text
+    assert completion_message(0) == "complete"
+    assert completion_message(3) == "complete, 3 tiles below focus quality"

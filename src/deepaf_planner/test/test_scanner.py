@@ -80,10 +80,12 @@ def test_stack_focus_scan_skips_glass_and_lands_in_focus(sim, tmp_path):
         t.true_focus_error_m for t in tissue
     ]
     assert all(t.focus_images >= 5 for t in tissue)  # a search costs many images
+    assert all(t.focus_quality == "ok" and "peak at" in t.focus_check for t in tissue)
+    assert all(t.focus_quality == "" for t in tiles if not t.has_tissue)
     out = finish_scan(req, tiles, journal, 1.0, 1.0)
     report = json.loads(Path(out["report_path"]).read_text())
     assert report["within_dof_pct"] == 100.0
-    assert report["tiles_tissue"] == len(tissue)
+    assert report["tiles_tissue"] == len(tissue) and report["tiles_below_quality"] == 0
 
 
 def test_cancel_then_resume_redoes_nothing(sim, tmp_path):

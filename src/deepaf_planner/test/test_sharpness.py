@@ -73,3 +73,22 @@ def test_bad_input() -> None:
         assess_sharpness(1.0, min_ratio=0)
     with pytest.raises(ValueError, match="finite"):
         assess_sharpness(float("nan"))
+
+
+def test_a_far_focus_move_must_sharpen(tissue: np.ndarray) -> None:
+    before = normalized_sharpness(_blur(tissue, 2))
+    same = assess_sharpness(before, (), preview_score=before, must_sharpen=True)
+    assert not same.ok and "did not rise" in same.reason
+    assert assess_sharpness(before, (), preview_score=before).ok  # a small move may keep it
+    sharper = normalized_sharpness(tissue)
+    assert assess_sharpness(sharper, (), preview_score=before, must_sharpen=True).ok
+
+
+def test_resample_to_width_keeps_aspect_and_sampling(tissue: np.ndarray) -> None:
+    wide = cv2.resize(tissue, (1014, 760), interpolation=cv2.INTER_AREA)
+    small = sharpness.resample_to_width(wide, 320)
+    assert small.shape == (240, 320, 3) and small.dtype == np.uint8
+    assert sharpness.resample_to_width(small, 640) is small  # never upsampled
+    assert normalized_sharpness(small) == pytest.approx(
+        normalized_sharpness(wide, work_px=320), rel=1e-6
+    )

@@ -1,0 +1,169 @@
+"""The scan's focus loop never hands back a blurred tile unflagged: predict, move, verify from
+the capture, fall back to a classical search. On the in-process 20x virtual microscope
+(SimMicroscope) with small captures (1014x760; the preview keeps the camera's sampling), the
+shipped 20x model, and predictor stand-ins at the Microscope boundary; simulator truth
+(`best_focus_z`) judges the result."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from deepaf.sim_regions import tissue_region
+from deepaf_driver.sim import VirtualMicroscope
+from deepaf_planner.journal import ScanJournal
+from deepaf_planner.outputs import make_report
+from deepaf_planner.report import ScanReport, completion_message
+from deepaf_planner.scan_path import plan_grid
+from deepaf_planner.scanner import Limits, Scanner, ScanRequest
+from deepaf_planner.sim_microscope import SimMicroscope
+
+PROFILE, PROTOCOL = "20x", "lab_a_standard"
+CAPTURE = (1014, 760)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from deepaf_focus.predictor import FocusPredictor
+
+    return FocusPredictor.from_checkpoint(None, profile=PROFILE, num_threads=1)
+
+
+def _scope() -> VirtualMicroscope:
+    return VirtualMicroscope(PROFILE, PROTOCOL, slide_seed=0)
+
+
+def _request(scope, sim, out, cols: int, rows: int, dz: float, **kw) -> ScanRequest:
+    """A cols x rows all-tissue region; the first field starts `dz` from its true focus."""
+    fov = (CAPTURE[0] * scope.pixel_size_m, CAPTURE[1] * scope.pixel_size_m)
+    lo, hi = tissue_region(scope, fov, cols, rows)
+    half_dof = scope.profile.depth_of_field_m / 2
+    first = plan_grid(lo, hi, fov).fields[0]
+    kw.setdefault("limits", sim.limits)
+    return ScanRequest(
+        region_min=lo,
+        region_max=hi,
+        field_of_view=fov,
+        pixel_size=scope.pixel_size_m,
+        output_dir=out,
+        half_dof=half_dof,
+        stack_range=8 * half_dof,
+        refocus_tolerance=2 * half_dof,
+        start_z=float(scope.best_focus_z(first.x, first.y)) + dz,
+        **kw,
+    )
+
+
+class WrongWay:
+    """A confident predictor that always points the wrong way, by at least 2 um, also on
+    the capture the scan verifies with (it reads the simulator's truth to be wrong)."""
+
+    def __init__(self, sim: SimMicroscope, scope: VirtualMicroscope) -> None:
+        self.sim, self.scope = sim, scope
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.sim, name)
+
+    def predict_focus(self, frame, focus_z):
+        self.calls += 1
+        decision = self.sim.predict_focus(frame, focus_z)
+        x, y, _ = self.scope.stage.position
+        true = float(self.scope.best_focus_z(x, y)) - self.scope.stage.actual_z_m
+        wrong = -(true + math.copysign(2e-6, true))
+        return dataclasses.replace(decision, status="ok", offset_m=wrong, expected_error_m=0.2e-6)
+
+
+def _tissue(tiles):
+    return [t for t in tiles if t.has_tissue]
+
+
+def test_good_predictor_verifies_every_tile_from_its_capture(predictor, tmp_path):
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    req = _request(scope, sim, tmp_path / "scan", 3, 2, dz=2e-6)
+    machine, tiles, _ = Scanner(sim, scope.best_focus_z).run(req)
+    assert machine.state == "stitching", machine
+    tissue = _tissue(tiles)
+    assert len(tissue) == 6
+    assert all(t.focus_quality == "ok" for t in tissue), [t.focus_check for t in tissue]
+    assert all("verified: re-prediction" in t.focus_check for t in tissue)
+    assert not any(t.refocused for t in tissue)
+    assert all(abs(t.true_focus_error_m) <= req.half_dof for t in tissue), [
+        t.true_focus_error_m for t in tissue
+    ]
+    assert np.mean([t.focus_images for t in tissue]) <= 1.3  # verifying costs no image
+    report = make_report(req, tiles, 1.0, 1.0, complete=True)
+    assert report.tiles_below_quality == 0 and report.to_dict()["tiles_below_quality"] == 0
+
+
+def test_wrong_direction_predictor_is_caught_and_refocused_or_flagged(predictor, tmp_path):
+    scope = _scope()
+    wrong = WrongWay(SimMicroscope(scope, predictor, capture_size=CAPTURE), scope)
+    req = _request(scope, wrong, tmp_path / "scan", 2, 1, dz=1.5e-6)
+    machine, tiles, _ = Scanner(wrong, scope.best_focus_z).run(req)
+    assert machine.state == "stitching", machine
+    tissue = _tissue(tiles)
+    assert len(tissue) == 2
+    for t in tissue:
+        assert t.refocused, t.focus_check  # the capture's re-prediction failed the tile
+        assert "fallback search" in t.focus_check
+        assert t.focus_images >= 10  # the search's images are counted
+        in_focus = abs(t.true_focus_error_m) <= req.half_dof
+        assert (t.focus_quality == "ok" and in_focus) or t.focus_quality == "low", (
+            t.focus_quality,
+            t.true_focus_error_m,
+            t.focus_check,
+        )
+    assert sum(t.focus_quality == "ok" for t in tissue) >= 1  # the search does find focus
+
+
+def test_focus_out_of_reach_is_flagged_low_and_the_message_says_so(predictor, tmp_path):
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    probe = _request(scope, sim, tmp_path / "probe", 2, 1, dz=0.0)
+    z_focus = probe.start_z
+    # soft limits that keep the focus 4..40 um above the slide's best focus: unreachable
+    lim = sim.limits
+    limits = Limits(lim.x, lim.y, (z_focus + 4e-6, z_focus + 40e-6))
+    req = _request(scope, sim, tmp_path / "scan", 2, 1, dz=5e-6, limits=limits)
+    machine, tiles, journal = Scanner(sim, scope.best_focus_z).run(req)
+    assert machine.state == "stitching", machine
+    tissue = _tissue(tiles)
+    assert tissue and all(t.focus_quality == "low" for t in tissue), [
+        (t.focus_quality, t.focus_check) for t in tissue
+    ]
+    assert all(abs(t.true_focus_error_m) > req.half_dof for t in tissue)  # truly blurred
+    report = make_report(req, tiles, 1.0, 1.0, complete=True)
+    assert report.tiles_below_quality == len(tissue)
+    assert "below focus quality" in completion_message(report.tiles_below_quality)
+    # the journal keeps the verdict, and a resume sees it
+    again = ScanJournal.open(req.output_dir, journal.params, resume=True)
+    assert [t.focus_quality for t in again.tiles() if t.has_tissue] == ["low"] * len(tissue)
+    assert ScanReport(tiles=again.tiles()).tiles_below_quality == len(tissue)
+
+
+def test_fixed_focus_is_verified_but_never_refocused(predictor, tmp_path):
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    sharp = _request(scope, sim, tmp_path / "a", 2, 1, dz=0.0, focus_method="fixed")
+    _, tiles, _ = Scanner(sim, scope.best_focus_z).run(sharp)
+    first, second = _tissue(tiles)
+    assert first.focus_quality == "ok", first.focus_check  # started at its focus
+    # the second field keeps the first one's z: flagged when that is clearly out of focus
+    assert second.focus_quality == "low" or abs(second.true_focus_error_m) <= 1.5 * sharp.half_dof
+    blurred = _request(scope, sim, tmp_path / "b", 2, 1, dz=4e-6, focus_method="fixed")
+    _, tiles, _ = Scanner(sim, scope.best_focus_z).run(blurred)
+    tissue = _tissue(tiles)
+    assert [t.focus_quality for t in tissue] == ["low", "low"], [t.focus_check for t in tissue]
+    assert all(not t.refocused and t.focus_images == 0 for t in tissue)
+    assert all("re-prediction" in t.focus_check for t in tissue)
+    blind = SimMicroscope(scope, None, capture_size=CAPTURE)  # nothing to verify with
+    _, tiles, _ = Scanner(blind).run(
+        _request(scope, blind, tmp_path / "c", 2, 1, dz=0.0, focus_method="fixed")
+    )
+    assert all(
+        t.focus_quality == "low" and "no focus prediction" in t.focus_check for t in _tissue(tiles)
+    )
