@@ -25,6 +25,7 @@ import json
 import math
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,6 +77,53 @@ class LiveMicroscope:
 
     def __init__(self, client: Any, crop_size: int = 256, timeout: float = 60.0) -> None:
         self.client, self.crop_size, self.timeout = client, int(crop_size), timeout
+        self._preview_scale: float | None = None
+
+    def preview_scale(self) -> float:
+        """Preview pixel / capture pixel: the camera node's capture_width / preview_width
+        (the preview is the binned full field)."""
+        if self._preview_scale is None:
+            from rcl_interfaces.srv import GetParameters
+
+            ns = getattr(self.client, "namespace", "")
+            node = self.client.node
+            service = node.create_client(GetParameters, f"{ns}/camera/get_parameters")
+            try:
+                if not service.wait_for_service(timeout_sec=self.timeout):
+                    raise RuntimeError(f"{ns}/camera/get_parameters: camera node not running")
+                request = GetParameters.Request(names=["capture_width", "preview_width"])
+                future = service.call_async(request)
+                deadline = time.monotonic() + self.timeout
+                while not future.done():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{ns}/camera/get_parameters: no answer")
+                    self.client.spin(0.05)
+                capture_w, preview_w = (v.integer_value for v in future.result().values)
+            finally:
+                node.destroy_client(service)
+            if capture_w <= 0 or preview_w <= 0:
+                raise RuntimeError(f"{ns}/camera: capture/preview widths {capture_w}/{preview_w}")
+            self._preview_scale = capture_w / preview_w
+        return self._preview_scale
+
+    def _fix_preview_pixel_size(self, stack_dir: Path) -> None:
+        """The planner records the capture pixel size for preview stacks (no `sampling`
+        key); rewrite it to the preview's, which these stacks have. Stacks that state their
+        sampling are left alone."""
+        path = stack_dir / "meta.json"
+        meta = json.loads(path.read_text())
+        if "sampling" in meta or not meta.get("pixel_size_m"):
+            return
+        scale = self.preview_scale()
+        meta["pixel_size_m"] = float(meta["pixel_size_m"]) * scale
+        meta["sampling"] = "preview"
+        meta["pixel_size_note"] = (
+            f"deepaf calibrate: preview pixel = recorded capture pixel x {scale:.4f} "
+            "(camera capture_width / preview_width)"
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=1))
+        tmp.replace(path)
 
     def position(self) -> tuple[float, float, float]:
         outcome = self.client.move_stage(timeout=self.timeout)  # no axes: reports the pose
@@ -117,6 +165,7 @@ class LiveMicroscope:
         if not outcome.ok:
             raise RuntimeError(f"focal stack acquisition failed: {outcome.message}")
         r = outcome.result
+        self._fix_preview_pixel_size(Path(r.stack_dir))
         return AcquiredStack(Path(r.stack_dir), r.best_focus_z, r.best_focus_source)
 
 

@@ -114,6 +114,7 @@ class DeepAfClient:
         self._own_node = node is None
         self.node = node or rclpy.create_node("deepaf_client")
         ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+        self.namespace = ns  # "/microscope" ("" for the root namespace)
         self._server_timeout = server_timeout
         self._executor = SingleThreadedExecutor(context=self.node.context)
         self._executor.add_node(self.node)
