@@ -6,7 +6,8 @@ Both scans run through the real node graph (stage, camera, focus server, planner
 processes over DDS) on the same region, starting 50 um above focus. Reported:
 - simulated focusing seconds per tissue field (the virtual microscope's motion + exposure
   clock, plus the focus server's inference time for `deepaf`) and stack / deepaf ratio;
-- share of tissue tiles within the depth of field (simulator truth) for both;
+- share of tissue tiles within the depth of field (simulator truth) for both, and how many
+  tiles each flagged below focus quality (focus not verified) or refocused by the fallback;
 - software overhead: wall time per field not spent in (time-scaled) simulated motion and
   exposure; it includes rendering the virtual camera's frames.
 The last line is one JSON object with every figure.
@@ -64,6 +65,8 @@ def _scan(method: str, region, out: Path, capture, start_z: float) -> dict:
         "focus_s": statistics.mean(t["focus_time_s"] for t in tissue),
         "focus_images": statistics.mean(t["focus_images"] for t in tissue),
         "within_dof_pct": report["within_dof_pct"],
+        "below_quality": report["tiles_below_quality"],
+        "refocused": sum(t["refocused"] for t in tissue),
         "tiles": report["tiles_total"],
         "tissue": len(tissue),
         "sim_s": report["sim_seconds"],
@@ -108,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "focus s/field (sim)",
         "images/field",
         "within DoF %",
+        "low / refocused",
         "tissue/fields",
         "overhead s/field",
         "wall s",
@@ -119,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['focus_s']:.3f}",
             f"{r['focus_images']:.1f}",
             f"{r['within_dof_pct']:.1f}",
+            f"{r['below_quality']} / {r['refocused']}",
             f"{r['tissue']}/{r['tiles']}",
             f"{r['overhead_s_per_field']:.2f}",
             f"{r['wall_s']:.1f}",
@@ -135,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 "focus_time_ratio": ratio,
                 "deepaf_within_dof_pct": runs["deepaf"]["within_dof_pct"],
                 "stack_within_dof_pct": runs["stack"]["within_dof_pct"],
+                "deepaf_tiles_below_quality": runs["deepaf"]["below_quality"],
+                "deepaf_tiles_refocused": runs["deepaf"]["refocused"],
+                "stack_tiles_below_quality": runs["stack"]["below_quality"],
                 "overhead_pct": runs["deepaf"]["overhead_pct"],
                 "deepaf_focus_s_per_field": runs["deepaf"]["focus_s"],
                 "stack_focus_s_per_field": runs["stack"]["focus_s"],

@@ -267,3 +267,58 @@ def test_acquire_focal_stack_writes_the_training_format(scanned):
     assert labels[0] > labels[-1]  # the lowest slice needs the largest upward move
     bad = scanned["bad_stack"]
     assert bad.status is Status.FAILED and "soft" in bad.message
+
+
+CAMERA_20X = {
+    "capture_width": 1014,
+    "capture_height": 760,
+    "preview_width": 320,
+    "preview_height": 180,
+}  # the 4056x3040 / 1280x720 sampling: the shipped 20x model sees its trained pixel size
+
+
+def test_20x_scan_verifies_the_focus_of_every_tile(tmp_path):
+    """2 x 2 tissue fields at 20x (DoF 1.2 um): every tile verified from its capture,
+    within the depth of field against simulator truth, and the verdict in the result."""
+    import rclpy
+    from deepaf.sim_regions import tissue_region
+    from deepaf_driver.sim import VirtualMicroscope
+    from deepaf_planner.report import completion_message
+    from deepaf_planner.scan_path import plan_grid
+
+    scope = VirtualMicroscope("20x", PROTOCOL, slide_seed=SEED)
+    px = scope.pixel_size_m
+    fov = (CAMERA_20X["capture_width"] * px, CAMERA_20X["capture_height"] * px)
+    rmin, rmax = tissue_region(scope, fov, cols=2, rows=2)
+    first = plan_grid(rmin, rmax, fov).fields[0]
+    start_z = float(scope.best_focus_z(first.x, first.y)) + 2e-6  # 3.4 half DoF off
+    ns, out = "scope_20x", tmp_path / "scan20x"
+    rclpy.init()
+    try:
+        with GraphRunner(
+            ns,
+            overrides={"profile": "20x", "sim_protocol": PROTOCOL, "sim_slide_seed": SEED},
+            node_overrides={"camera": CAMERA_20X},
+            log_dir=tmp_path / "logs",
+        ) as graph:
+            client = DeepAfClient(ns, server_timeout=60.0)
+            outcome = client.scan_region(rmin, rmax, str(out), start_z=start_z, timeout=300.0)
+            client.close()
+            planner_log = graph.processes["planner"].output()
+    finally:
+        rclpy.try_shutdown()
+    assert outcome.ok, (outcome.message, planner_log[-3000:])
+    report = json.loads((out / "report.json").read_text())
+    tissue = [t for t in report["tiles"] if t["has_tissue"]]
+    assert len(tissue) == 4
+    half_dof = scope.profile.depth_of_field_m / 2
+    for t in tissue:
+        assert t["focus_quality"] in ("ok", "low") and t["focus_check"], t
+        if t["focus_quality"] == "ok":  # verified tiles are in focus (truth)
+            assert abs(t["true_focus_error_m"]) <= 1.5 * half_dof, t
+    assert report["within_dof_pct"] >= 75, [t["true_focus_error_m"] for t in tissue]
+    below = report["tiles_below_quality"]
+    assert below == sum(t["focus_quality"] == "low" for t in tissue)
+    assert outcome.result.tiles_below_quality == below
+    assert outcome.result.message == completion_message(below)
+    assert sum(t["focus_images"] for t in tissue) <= 4 * 1.3 + 13 * below  # one image a tile

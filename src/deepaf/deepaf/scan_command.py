@@ -202,9 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _print_summary(out, console)
     console.print(
-        f"[green]done[/] in {time.monotonic() - start:.0f} s: {result.tiles_tissue} "
-        f"tiles captured, {result.tiles_skipped} empty fields skipped"
+        f"[green]done[/] in {time.monotonic() - start:.0f} s ({result.message}): "
+        f"{result.tiles_tissue} tiles captured, {result.tiles_skipped} empty fields skipped"
     )
+    if result.tiles_below_quality:
+        console.print(
+            f"[bold red]WARNING: {result.tiles_below_quality} of {result.tiles_tissue} tiles "
+            "below focus quality[/]: their focus could not be verified, they may be blurred "
+            '(focus_quality "low" in report.json; rescan them, e.g. with --method stack)'
+        )
     for name in ("slide.tiff", "thumbnail.png", "focus_map.png", "report.json"):
         if (out / name).is_file():
             console.print(f"  {out / name}")
@@ -297,10 +303,19 @@ def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
 def _print_summary(out: Path, console: Console) -> None:
     """Print the report's summary table."""
     from deepaf_planner.report import ScanReport
+    from rich.markup import escape
 
     path = out / "report.json"
     if path.is_file():
-        ScanReport.read(path).print_summary(console)
+        report = ScanReport.read(path)
+        report.print_summary(console)
+        for t in report.tiles:
+            if t.below_quality:
+                console.print(
+                    f"[red]tile {t.index} (r{t.row} c{t.col}) below focus quality[/]: "
+                    f"{escape(t.focus_check)}",
+                    highlight=False,
+                )
     else:
         console.print(json.dumps({"warning": f"{path} missing"}))
 

@@ -27,7 +27,7 @@ from deepaf_msgs.action import AcquireFocalStack, ScanSlide
 from deepaf_msgs.msg import ScanStatus, ScanTile
 from deepaf_planner.focal_stack import acquire_focal_stack
 from deepaf_planner.outputs import finish_scan, write_partial_report
-from deepaf_planner.report import TileRecord
+from deepaf_planner.report import TileRecord, completion_message
 from deepaf_planner.ros_microscope import RosMicroscope
 from deepaf_planner.scanner import (
     HardwareError,
@@ -100,7 +100,23 @@ class PlannerNode(Node):
             False,
             d(description="also publish every capture on camera/image_full (for recording)"),
         ).value
-        self._truth = sim_truth_from_parameters(self, self._profile)
+        self._verify_tolerance = p(
+            "verify_tolerance",
+            0.0,
+            d(
+                description="[m] largest |focus re-prediction on the capture| that verifies a "
+                "tile; 0 = 1.5 half depths of field"
+            ),
+        ).value
+        self._max_expected_error = p(
+            "max_expected_error",
+            0.0,
+            d(
+                description="[m] predictions expected to be off by more go straight to the "
+                "classical fallback search; 0 = 5 half depths of field"
+            ),
+        ).value
+        self._sim_truth = sim_truth_from_parameters(self, self._profile)
 
         self._scope = RosMicroscope(self, self._timeouts, preview_time)
         self._scope.publish_full = self._publish_full
@@ -163,7 +179,24 @@ class PlannerNode(Node):
             tissue_method=self._tissue_method,
             value_threshold=self._value_threshold,
             refocus_tolerance=2 * self._half_dof,
+            verify_tolerance=self._verify_tolerance or None,
+            max_expected_error=self._max_expected_error or None,
         )
+
+    def _truth(self):
+        """Simulator ground truth, only while the camera is the virtual microscope's (the
+        `sim_truth` parameter on and the camera node's backend "sim"); None on hardware."""
+        if self._sim_truth is None:
+            return None
+        try:
+            backend = self._scope.camera_backend()
+        except HardwareError as exc:
+            self.get_logger().warning(f"no simulator truth: camera backend unknown ({exc})")
+            return None
+        if backend != "sim":
+            self.get_logger().info(f"camera backend {backend!r}: no simulator truth in reports")
+            return None
+        return self._sim_truth
 
     def _execute_scan(self, handle) -> ScanSlide.Result:
         """Run one scan; every path returns a result with the reason."""
@@ -192,7 +225,7 @@ class PlannerNode(Node):
 
             scanner = Scanner(
                 self._scope,
-                self._truth,
+                self._truth(),
                 progress,
                 self._publish_tile,
                 lambda: handle.is_cancel_requested,
@@ -223,7 +256,12 @@ class PlannerNode(Node):
             self._fill_result(
                 result, tiles, scanner.sim_seconds, time.monotonic() - start, report, req
             )
-            result.message = scanner.error or "scan complete"
+            result.message = scanner.error or completion_message(result.tiles_below_quality)
+            if result.tiles_below_quality:
+                self.get_logger().warning(
+                    f"{result.tiles_below_quality} tile(s) below focus quality: "
+                    + ", ".join(str(t.index) for t in tiles if t.below_quality)
+                )
             if machine.state == "done":
                 result.success = True
                 handle.succeed()
@@ -257,6 +295,7 @@ class PlannerNode(Node):
         result.tiles_total = len(tiles) if report is None else report["tiles_total"]
         result.tiles_tissue = sum(t.has_tissue for t in tiles)
         result.tiles_skipped = sum(not t.has_tissue for t in tiles)
+        result.tiles_below_quality = sum(t.below_quality for t in tiles)
         result.wall_time = wall_s
         result.sim_time = sim_s
         result.within_dof_pct = math.nan
@@ -298,6 +337,8 @@ class PlannerNode(Node):
             focus_time=t.focus_time_s,
             refocused=t.refocused,
             sharpness=t.sharpness,
+            focus_quality=t.focus_quality,
+            focus_check=t.focus_check,
             image_path=t.image_path,
             true_focus_error=math.nan if t.true_focus_error_m is None else t.true_focus_error_m,
         )
@@ -329,7 +370,7 @@ class PlannerNode(Node):
                     self._scope.limits(),
                     self._profile,
                     self._pixel,
-                    self._truth,
+                    self._truth(),
                     feedback,
                     lambda: handle.is_cancel_requested,
                 )

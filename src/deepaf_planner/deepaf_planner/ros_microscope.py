@@ -222,6 +222,17 @@ class RosMicroscope:
             self._full_pub.publish(response.image)
         return Frame(msg_to_rgb(response.image), float(response.exposure_time), response.image)
 
+    def can_predict(self, timeout: float = 2.0) -> bool:
+        """Whether the focus server answers (waits at most `timeout` s for it)."""
+        return self._predict.server_is_ready() or self._predict.wait_for_server(
+            timeout_sec=min(timeout, self._t["discovery"])
+        )
+
+    def camera_backend(self) -> str:
+        """The camera node's `backend` parameter ("sim" for the virtual microscope)."""
+        (backend,) = self._parameters("camera", ["backend"])
+        return str(backend)
+
     def predict_focus(self, frame: Frame, focus_z: float) -> FocusDecision:
         """Ask the focus server for the offset of this preview."""
         image = (

@@ -2,8 +2,9 @@
 
 When the graph runs on the virtual microscope, the planner builds the same simulator the
 driver nodes use (the shared `profile`, `sim_protocol` and `sim_slide_seed` parameters) to
-score every tile against the true best focus. On hardware `sim_truth` is false and the
-report's truth fields stay empty.
+score every tile against the true best focus. The truth is used only while the camera
+node's `backend` is "sim" (the planner asks the camera node at each goal), so with a
+hardware camera, or with `sim_truth` false, the report's truth fields stay empty.
 """
 
 from __future__ import annotations
