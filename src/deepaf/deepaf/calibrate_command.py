@@ -424,9 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-fraction",
         type=float,
-        default=0.2,
+        default=0.0,
         help="fraction of the fine-tune stacks that validate, best epoch kept (with >= 5 "
-        "fine-tune stacks; else the last epoch; 0: never; default 0.2)",
+        "fine-tune stacks); default 0: train on all of them, keep the last epoch",
     )
     p.add_argument(
         "--min-gain-um",

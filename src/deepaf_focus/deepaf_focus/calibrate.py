@@ -18,9 +18,10 @@ Steps (:func:`calibrate`):
 3. Evaluate the current model on the held-back stacks as ``./deepaf eval`` does (tissue
    tiles, median): FE, FD, DoF "before".
 4. Fine-tune from the current model's weights (``TrainConfig.init_checkpoint``) on the
-   fine-tune stacks only, for at most ``minutes`` of training, with a small learning rate,
-   a short warm-up and the model's own augmentations. With enough fine-tune stacks a part
-   of them validates and the best epoch is kept, otherwise the last one.
+   fine-tune stacks only, for at most ``minutes`` of training, with a small learning rate
+   (cosine after a short warm-up), the model's own augmentations and random crops from the
+   whole image; the last epoch is kept (``val_fraction`` can make a part of the fine-tune
+   stacks validate and keep the best epoch instead).
 5. Evaluate "after" on the same held-back stacks. The new model is written only when it is
    better: FE lower by more than ``min_gain_um`` and FD not higher by more than
    ``fd_margin_pct`` percentage points. Otherwise nothing is written and the previous model
@@ -90,7 +91,9 @@ class CalibrationConfig:
             the images allow, up to 128; the model's own training used 16).
         val_fraction: Fraction of the fine-tune stacks that validate (best epoch kept);
             used only with at least ``min_val_stacks`` fine-tune stacks, else the last
-            epoch is kept. 0: never validate.
+            epoch is kept. Default 0: train on every fine-tune stack and keep the last epoch
+            (measured on 8 + 8 stacks of a foreign microscope: held-back FE 0.34 um without
+            validation, 0.64 um with 2 of the 8 stacks validating).
         min_val_stacks: See ``val_fraction``.
         min_gain_um: The new model must lower the held-back FE by more than this.
         fd_margin_pct: ... and may raise FD by at most this many percentage points.
@@ -107,7 +110,7 @@ class CalibrationConfig:
     batch_size: int = 32
     epochs: int = 1000
     crop_jitter: int | None = None
-    val_fraction: float = 0.2
+    val_fraction: float = 0.0
     min_val_stacks: int = 5
     min_gain_um: float = 0.0
     fd_margin_pct: float = 1.0

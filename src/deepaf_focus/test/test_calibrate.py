@@ -201,3 +201,15 @@ def test_library_call_raises_calibration_error(foreign, tmp_path):
     with pytest.raises(CalibrationError, match="--holdout"):
         CalibrationConfig(holdout=1.0)
     assert torch.get_num_threads() == 1
+
+
+def test_validation_stacks_come_from_the_fine_tune_side(foreign, tmp_path):
+    cfg = CalibrationConfig(minutes=1, epochs=2, holdout=0.25, val_fraction=0.34, min_val_stacks=3)
+    report = calibrate([foreign], tmp_path / "x.pt", V1, cfg, verbose=False)
+    held, val = set(report["held_back_stacks"]), set(report["validation_stacks"])
+    tune = set(report["fine_tune_stacks"])
+    assert len(held) == 1 and len(val) == 1 and len(tune) == 2
+    assert not (held & val) and not (held & tune) and not (val & tune)
+    assert report["train"]["selected"] == "best validation epoch"
+    assert report["train"]["val_patches"] == 9 and report["train"]["best_val_fe_um"] > 0
+    assert (tmp_path / "x.pt").exists() == report["kept"]
