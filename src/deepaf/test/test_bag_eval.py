@@ -108,6 +108,7 @@ def sim_bag(tmp_path_factory, scope, models) -> Path:
                     res.tissue_fraction,
                     "m0",
                     0.0,
+                    res.expected_error_m,
                 ),
             )
     return path

@@ -32,7 +32,9 @@ def _messages(store):
         out.append(
             ("/m/camera/image_raw", IMAGE, 1_000 + i * 100, image(h, 6, 8, "rgb8", 0, 24, data))
         )
-        p = pred(h, 0, "", i * 1e-6, 0.9, 0.0, i * 1e-6, np.array([i * 1e-6]), 0.5, "m", 0.01)
+        p = pred(
+            h, 0, "", i * 1e-6, 0.9, 0.0, i * 1e-6, np.array([i * 1e-6]), 0.5, "m", 0.01, 0.3e-6
+        )
         out.append(("/m/focus/prediction", PREDICTION, 1_050 + i * 100, p))
     return out
 

@@ -130,7 +130,7 @@ def _timed_bag(path: Path, n: int = 5, period_s: float = 0.4) -> Path:
             writer.write_msg(
                 "/rec/focus/prediction",
                 t + 1000,
-                pred(h, 0, "", i * 1e-6, 1.0, 0.0, 0.0, np.zeros(0), 1.0, "m", 0.0),
+                pred(h, 0, "", i * 1e-6, 1.0, 0.0, 0.0, np.zeros(0), 1.0, "m", 0.0, 0.0),
             )
     return path
 

@@ -66,6 +66,7 @@ def _recorded_session(path: Path, model: Path) -> dict[int, float]:
                 res.tissue_fraction,
                 model.name,
                 0.0,
+                res.expected_error_m,
             )
             writer.write_msg("/microscope/focus/prediction", t + 50_000_000, pred)
             recorded[(100 + i) * 10**9] = res.offset_m
