@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 from deepaf_driver.sim.dataset import DatasetSpec, write_dataset
 from deepaf_focus.data import read_dataset
-from deepaf_focus.metrics import focus_metrics, half_dof_um
+from deepaf_focus.evaluate import evaluate_records
 from deepaf_focus.predictor import FocusPredictor, default_model_path
-from deepaf_focus.uncertainty import collect_predictions
 
 LABS = (
     "lab_a_standard",
@@ -57,8 +56,7 @@ def _specs(stacks: int) -> dict[str, tuple[str, DatasetSpec]]:
 
 
 def _metrics(predictor: FocusPredictor, records) -> dict:
-    _, pred, true = collect_predictions(predictor, records)
-    m = focus_metrics(pred, true, half_dof_um("20x"))
+    m = evaluate_records(predictor, records)["splits"]["all"]
     return {k: m[k] for k in ("fe_um_mean", "fe_um_std", "fd_pct", "dof_pct", "n")}
 
 

@@ -225,7 +225,7 @@ def montage(
             microscope=microscope,
         )
         n = 4 if microscope == "random" else 1
-        protocols = []
+        labels = []
         for i in range(n):
             imgs, _, meta = render_planned_stack(spec, i, dzs)
             rows.append(imgs)
@@ -235,19 +235,20 @@ def montage(
                 [f"jpeg{fx['jpeg_quality']}"] if fx["jpeg_quality"] else []
             )
             ca = m["optics"]["chromatic_offsets_m"]
-            protocols.append(
+            labels.append(
                 f"{microscope} {i}: NA {m['optics']['na']:.2f} "
                 f"CA {ca[0] * 1e6:+.1f}/{ca[2] * 1e6:+.1f} {' '.join(tags)}"
             )
-    for p in protocols if microscope == "profile" else ():
-        scope = VirtualMicroscope(profile, p, slide_seed=seed, noise_seed=seed)
-        x, y = scope.random_tissue_position(np.random.default_rng(seed + 3))
-        zb = float(scope.best_focus_z(x, y))
-        tiles = scope.render_stack(x, y, [zb + d for d in dzs], size)
-        rows.append(tiles)
+    else:
+        labels = list(protocols)
+        for p in protocols:
+            scope = VirtualMicroscope(profile, p, slide_seed=seed, noise_seed=seed)
+            x, y = scope.random_tissue_position(np.random.default_rng(seed + 3))
+            zb = float(scope.best_focus_z(x, y))
+            rows.append(scope.render_stack(x, y, [zb + d for d in dzs], size))
     label_h, gap, left = 22, 4, 150 if microscope == "profile" else 230
     w = left + len(dz_um) * (size + gap)
-    h = label_h + len(protocols) * (size + gap)
+    h = label_h + len(labels) * (size + gap)
     canvas = np.full((h, w, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     for j, d in enumerate(dz_um):
@@ -261,7 +262,7 @@ def montage(
             1,
             cv2.LINE_AA,
         )
-    for i, (p, tiles) in enumerate(zip(protocols, rows, strict=True)):
+    for i, (p, tiles) in enumerate(zip(labels, rows, strict=True)):
         y0 = label_h + i * (size + gap)
         cv2.putText(canvas, p, (4, y0 + size // 2), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         for j, t in enumerate(tiles):
