@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         help="record topics into a new bag",
         description=(
             "Record topics of the running graph (raw CDR) into a new bag directory. Default "
-            "topics (relative to --namespace): camera/image_raw, camera/camera_info, "
+            "topics (relative to --namespace): camera/image_raw, camera/camera_info, camera/pose, "
             "camera/image_full, joint_states, focus/prediction, scan/status, scan/tiles. "
             "Stops after --duration or on Ctrl-C; the bag is complete either way."
         ),
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="context stored in deepaf.json and metadata.yaml custom_data; the "
-        "simulator's profile=, protocol=, slide_seed= give eval its ground truth",
+        "simulator's profile=, protocol=, slide_seed=, slide= give eval its ground truth",
     )
 
     y = sub.add_parser(
@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run focus models on every recorded preview",
         description=(
             "Run the predictor on every preview of the bag, streaming. Ground truth: the "
-            "simulator (pose from joint_states + the profile/protocol/slide_seed the bag stores) "
+            "simulator (pose from joint_states + the profile/protocol/slide_seed/slide the bag "
+            "stores) "
             "or a focal stack's best focus. Prints FE/FD/DoF like ./deepaf eval and throughput."
         ),
     )
@@ -181,7 +182,8 @@ def record_argv(
     """argv after the interpreter that records a graph into `out` (for `NodeProcess`).
 
     `./deepaf scan --record BAG` starts this beside the graph and stops it with SIGINT; pass
-    the simulator's `profile`, `protocol` and `slide_seed` in `info` so `bag eval` has truth.
+    the simulator's `profile`, `protocol`, `slide_seed` and `slide` in `info` so `bag eval` has
+    truth.
     """
     argv = ["-m", "deepaf.bag_command", "record", "--out", str(out), "--namespace", namespace]
     for key, value in (info or {}).items():

@@ -8,8 +8,8 @@ publisher is, transient local if all are: the latched `scan/status` arrives too)
 `sensor_msgs/CompressedImage` on `camera/image_full/compressed`.
 
 When the graph's camera runs the simulator backend, the recorder asks it (parameter service)
-for `profile`, `sim_protocol` and `sim_slide_seed` and stores them in the bag's DeepAf context,
-so `deepaf bag eval` finds the ground truth without being told.
+for `profile`, `sim_protocol`, `sim_slide_seed` and `sim_slide` and stores them in the bag's
+DeepAf context, so `deepaf bag eval` finds the ground truth without being told.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = ["DEFAULT_TOPICS", "BagRecorder", "import_msg_type", "resolve_topic"]
 DEFAULT_TOPICS = (
     "camera/image_raw",
     "camera/camera_info",
+    "camera/pose",
     "camera/image_full",
     "joint_states",
     "focus/prediction",
@@ -43,6 +44,7 @@ _SIM_PARAMETERS = {
     "profile": "profile",
     "sim_protocol": "protocol",
     "sim_slide_seed": "slide_seed",
+    "sim_slide": "slide",
 }
 
 

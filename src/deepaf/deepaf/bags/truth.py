@@ -3,7 +3,8 @@
 Poses come from the bag's `joint_states` (the last state stamped at or before the image).
 Best focus comes from, in order: a known best-focus z in the bag's DeepAf context
 (`best_focus_z_m`: a focal stack whose truth is known) or the simulator the bag was recorded
-on (`profile`, `protocol` or `protocol_params`, `slide_seed`: `VirtualMicroscope.best_focus_z`).
+on (`profile`, `protocol` or `protocol_params`, `slide_seed`, `slide` (artefact spec; "plain"
+when absent): `VirtualMicroscope.best_focus_z`).
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ def truth_source(info: Mapping[str, Any], profile: str) -> TruthSource | None:
         from deepaf_driver.sim import VirtualMicroscope
 
         scope = VirtualMicroscope(
-            profile=profile, protocol=_protocol(info), slide_seed=int(info["slide_seed"])
+            profile=profile,
+            protocol=_protocol(info),
+            slide_seed=int(info["slide_seed"]),
+            slide=info.get("slide") or "plain",  # bags from before the slide specs: plain
         )
         return TruthSource("simulator", scope.best_focus_z)
     return None

@@ -9,9 +9,11 @@ Quick start::
     img = scope.render_patch(x, y, z + 2e-6, size=224)   # 2 um above best focus
 
 All public quantities are SI (metres, seconds); see :mod:`.microscope` for the
-coordinate conventions and the definition of best focus.
+coordinate conventions and the definition of best focus. ``slide="realistic"`` adds
+tilt, waviness, thickness variation, folds, bubbles and debris (:mod:`.artefacts`).
 """
 
+from .artefacts import SLIDE_SPECS, SlideArtefacts, get_slide_spec
 from .camera import CameraModel
 from .microscope import Frame, VirtualMicroscope, brenner_green, focus_offset_m
 from .optics import OPTICS_PROFILES, OpticsProfile, best_focus_offset, get_profile
@@ -22,12 +24,14 @@ from .stage import AxisDynamics, SimStage, StageLimits
 __all__ = [
     "OPTICS_PROFILES",
     "PROTOCOL_PRESETS",
+    "SLIDE_SPECS",
     "AxisDynamics",
     "CameraModel",
     "Frame",
     "OpticsProfile",
     "Protocol",
     "SimStage",
+    "SlideArtefacts",
     "StageLimits",
     "VirtualMicroscope",
     "VirtualSlide",
@@ -36,5 +40,6 @@ __all__ = [
     "focus_offset_m",
     "get_profile",
     "get_protocol",
+    "get_slide_spec",
     "random_protocol",
 ]

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .artefacts import SLIDE_SPECS
 from .optics import OPTICS_PROFILES
 from .protocols import PROTOCOL_PRESETS
+
+_SLIDE_HELP = (
+    "the slide's artefacts: realistic (tilt 5-7 um/mm, waviness, thickness variation, "
+    "folds, air bubbles, dust and debris above the section; what scans see) or plain (the "
+    "clean slide the shipped models were trained on)"
+)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -78,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--profile", choices=profiles, default="20x")
     r.add_argument("--seed", type=int, default=0, help="slide seed")
+    r.add_argument(
+        "--slide",
+        choices=list(SLIDE_SPECS),
+        default="realistic",
+        help=_SLIDE_HELP + "; default realistic",
+    )
     r.add_argument("--no-noise", action="store_true", help="turn camera noise off")
     r.add_argument("--out", required=True, help="output PNG")
 
@@ -117,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         "deepaf_driver/sim/randomize.py; --protocols is ignored); foreign: one fixed "
         "microscope outside those ranges, for transfer and calibration tests",
     )
+    d.add_argument(
+        "--slide", choices=list(SLIDE_SPECS), default="plain", help=_SLIDE_HELP + "; default plain"
+    )
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     m = sub.add_parser(
@@ -134,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="profile: three lab presets (default); random: four domain-randomised "
         "microscopes; foreign: the foreign microscope",
     )
+    m.add_argument(
+        "--artefacts",
+        action="store_true",
+        help="instead: a fold, an air bubble and coverslip dust of a realistic slide, each "
+        "at the tissue's best focus and away from it (the dust at its own height)",
+    )
     return ap
 
 
@@ -143,7 +165,9 @@ def _render(a) -> int:
     from .microscope import VirtualMicroscope
 
     out = _writable_file(a.out)
-    scope = VirtualMicroscope(a.profile, a.protocol, slide_seed=a.seed, noise_seed=a.seed)
+    scope = VirtualMicroscope(
+        a.profile, a.protocol, slide_seed=a.seed, noise_seed=a.seed, slide=a.slide
+    )
     if a.x_mm is None or a.y_mm is None:
         x, y = scope.random_tissue_position(np.random.default_rng(a.seed))
         x = x if a.x_mm is None else a.x_mm * 1e-3
@@ -181,6 +205,7 @@ def _dataset(a) -> int:
         noise=not a.no_noise,
         sampling=a.sampling,
         microscope=a.microscope,
+        slide=a.slide,
     )
     try:
         out = write_dataset(a.out, spec, workers=a.workers, progress=not a.no_progress)
@@ -283,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
             return _render(a)
         if a.cmd == "dataset":
             return _dataset(a)
+        if a.cmd == "montage" and a.artefacts:
+            from .artefact_montage import artefact_montage
+
+            path = artefact_montage(_writable_file(a.out), a.seed)
+            print(f"{path}: slide artefacts (fold and bubble at 20x, dust at 4x)")
+            return 0
         if a.cmd == "montage":
             path = montage(a.out, a.profile, a.seed, microscope=a.microscope)
             print(f"{path}: through-focus montage ({a.profile})")

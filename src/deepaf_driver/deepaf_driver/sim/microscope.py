@@ -8,10 +8,12 @@ Conventions (SI units everywhere):
   plane further from the slide glass (toward the objective).
 * ``dz = z - best_focus_z(x, y)``; the z move that brings a frame into focus is
   ``best_focus_z - z`` (the training label of the focal-stack datasets).
-* Best focus is defined once (:func:`.optics.best_focus_offset`): the section's
-  mid-plane height at the field centre plus the optics/protocol offset that maximises
-  the expected Brenner sharpness (green, noise-free). The section is treated as locally
-  flat over one field of view.
+* Best focus is defined once (:func:`focus_offset_m`): the local tissue's mid-plane height
+  at the field centre (:meth:`.slide.VirtualSlide.section_m`: thickness variation and
+  folds included, never debris) plus the optics/protocol offset that maximises Brenner
+  sharpness (green, noise-free). The section is treated as locally flat over one field
+  of view; artefacts (folded flaps, bubble rims, debris) are extra layers at their own
+  heights (:mod:`.artefact_render`), each defocused by its own distance.
 * Frames are rendered on the slide's global pixel grid for their pixel size: the field
   centre snaps to the nearest pixel, so overlapping frames show the same object samples;
   rendered intensities of overlapping frames agree to float rounding (at most one grey
@@ -35,6 +37,19 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.fft import next_fast_len
 
+from ..focus_measure import brenner, refine_peak
+from .artefact_render import (
+    RIM_PHASE_RAD,
+    LayerPlan,
+    ObjectLayers,
+    extra_maps,
+    far_shadows,
+    height_tables,
+    object_layers,
+    plan_layers,
+    render_sprites,
+)
+from .artefacts import SlideArtefacts
 from .camera import CameraModel
 from .optics import (
     N_LAYERS,
@@ -136,11 +151,9 @@ _CAL_FIELDS_PER_SEED = 2
 _CAL_PATCH = 96
 
 
-def brenner_green(img: np.ndarray) -> float:
-    """Brenner sharpness of the green channel: mean squared 2-pixel horizontal difference."""
-    g = np.asarray(img)[..., 1].astype(np.float32)
-    d = g[:, 2:] - g[:, :-2]
-    return float(np.mean(d * d))
+# Brenner sharpness of the green channel (mean squared 2-pixel horizontal difference): the
+# one definition, shared with the baselines and the planner, in deepaf_driver.focus_measure
+brenner_green = brenner
 
 
 @functools.lru_cache(maxsize=256)
@@ -158,7 +171,7 @@ def focus_offset_m(profile: OpticsProfile, protocol: Protocol) -> float:
     grid = guess + np.linspace(-2.0 * dof, 2.0 * dof, 13)
     curves = []
     for seed in _CAL_SEEDS:
-        scope = VirtualMicroscope(profile, protocol, slide_seed=seed)
+        scope = VirtualMicroscope(profile, protocol, slide_seed=seed, slide="plain")
         rng = np.random.default_rng(seed)
         for _ in range(_CAL_FIELDS_PER_SEED):
             x, y = scope.random_tissue_position(rng)
@@ -169,11 +182,7 @@ def focus_offset_m(profile: OpticsProfile, protocol: Protocol) -> float:
     mean = np.sum(curves, axis=0)  # fields with more structure weigh more
     mean = mean / mean.max()
     i = int(np.clip(np.argmax(mean), 1, len(grid) - 2))
-    y0, y1, y2 = mean[i - 1], mean[i], mean[i + 1]
-    denom = y0 - 2 * y1 + y2
-    shift = 0.5 * (y0 - y2) / denom if denom < 0 else 0.0
-    step = grid[1] - grid[0]
-    return round(float(grid[i] + np.clip(shift, -1, 1) * step) * 1e9) / 1e9
+    return round(refine_peak(grid, mean, at=i) * 1e9) / 1e9
 
 
 class VirtualMicroscope:
@@ -186,9 +195,11 @@ class VirtualMicroscope:
         camera: camera model (default :class:`CameraModel`).
         stage: stage (default: limits = the slide area, z +-500 um, the profile's z step).
         noise_seed: seed of the default noise generator (None: unseeded).
+        slide: the slide's artefact spec, "plain" (default: as the datasets and models were
+            made) or "realistic" (what scans use), or a :class:`SlideArtefacts`.
 
     Raises:
-        ValueError: unknown profile or protocol.
+        ValueError: unknown profile, protocol or slide spec.
     """
 
     def __init__(
@@ -199,10 +210,11 @@ class VirtualMicroscope:
         camera: CameraModel | None = None,
         stage: SimStage | None = None,
         noise_seed: int | None = 0,
+        slide: str | SlideArtefacts = "plain",
     ) -> None:
         self.profile = get_profile(profile)
         self.protocol = get_protocol(protocol)
-        self.slide = VirtualSlide(slide_seed)
+        self.slide = VirtualSlide(slide_seed, artefacts=slide)
         self.camera = camera or CameraModel()
         w, h = self.slide.size_m
         self.stage = stage or SimStage(
@@ -250,10 +262,12 @@ class VirtualMicroscope:
     def best_focus_z(self, x_m, y_m):
         """Absolute stage z (m) of best focus at field centre (x, y); vectorised.
 
-        Defined once: the section's mid-plane height plus :func:`focus_offset_m` of this
-        profile and protocol (the calibrated Brenner peak).
+        Defined once: the local tissue's mid-plane height (folds and thickness variation
+        included) plus :func:`focus_offset_m` of this profile and protocol (the calibrated
+        Brenner peak).
         """
-        return self.slide.focus_surface_m(x_m, y_m) + focus_offset_m(self.profile, self.protocol)
+        mid = self.slide.section_m(x_m, y_m, self.protocol.thickness_m)[0]
+        return mid + focus_offset_m(self.profile, self.protocol)
 
     def has_tissue(self, x_m: float, y_m: float) -> bool:
         """Whether the capture field at (x, y) may contain tissue (coarse, cheap)."""
@@ -284,22 +298,55 @@ class VirtualMicroscope:
         pix = float(pixel_size_m or self.pixel_size_m)
         if pix <= 0:
             raise ValueError(f"pixel_size_m must be positive, got {pix}")
-        prof, prot = self.profile, self.protocol
-        dz_mid = float(z_m) - float(self.slide.focus_surface_m(x_m, y_m))
-        u = channel_layer_defocus(prof, prot, dz_mid)
-        margin, i0, j0, nx, ny = self._region(x_m, y_m, w, h, pix, float(np.abs(u).max()))
-        hmap, emap = self._object(i0, j0, nx, ny, pix)
+        prot = self.protocol
+        dz_mid = float(z_m) - float(self.slide.base_mid_m(x_m, y_m, prot.thickness_m))
+        plan, (margin, i0, j0, nx, ny) = self._frame_region(x_m, y_m, dz_mid, w, h, pix)
+        obj = self._object(i0, j0, nx, ny, pix)
         glass = math.exp(-_LN10 * prot.background_od)
-        if not hmap.any() and not emap.any():
+        if plan is not None:
+            plan = plan.present_in(obj)
+        if obj.empty and (plan is None or (plan.sprites is None and plan.far is None)):
             return np.full((3, h, w), glass, np.float32)
 
+        if obj.empty:  # glass with debris only: nothing to transform
+            fields = np.zeros((6, h, w), np.float32)
+        else:
+            fields = self._fields(obj, plan, dz_mid, pix, ny, nx)
+            fields = fields[:, margin : margin + h, margin : margin + w]
+        if plan is not None:
+            self._add_debris(fields, plan, dz_mid, pix, (i0 + margin, j0 + margin, w, h))
+        inten = np.exp(-fields[0::2])
+        inten *= np.clip(1 + 2 * fields[1::2], 0.05, 3.0)
+        inten *= np.float32(glass)
+        return inten.astype(np.float32, copy=False)
+
+    def _fields(self, obj: ObjectLayers, plan: LayerPlan | None, dz_mid, pix, ny, nx):
+        """Absorption and phase fields (6, ny, nx) of a region: every layer's spectrum times
+        its own transfer function (the section's depth layers, then the artefacts')."""
+        prof, prot = self.profile, self.protocol
+        hmap, emap = obj.h, obj.e
         layer_scale = prot.thickness_m / 4e-6
-        maps = np.concatenate([hmap, emap], 0)  # (2L, ny, nx)
+        maps = [hmap, emap]
+        if obj.phase is not None:
+            maps.append(obj.phase)
+        n_extra = 0
+        if plan is not None:
+            extra = extra_maps(obj, plan)
+            n_extra = len(extra)
+            if extra:
+                maps.append(np.stack(extra))
+        maps = np.concatenate(maps, 0)  # (2L [+ L] [+ extras], ny, nx)
         spec = sfft.rfft2(maps, workers=_WORKERS)
         spec *= _pixel_mtf((ny, nx))
-        fh, fe = spec[:N_LAYERS], spec[N_LAYERS:]
-        phase_density = fe + np.float32(0.6) * fh
+        fh, fe = spec[:N_LAYERS], spec[N_LAYERS : 2 * N_LAYERS]
+        if obj.phase is not None:
+            phase_density = spec[2 * N_LAYERS : 3 * N_LAYERS]
+        else:
+            phase_density = fe + np.float32(0.6) * fh
         ha, hp = transfer_tables(prof, prot, dz_mid)
+        if n_extra:
+            spec_x = spec[len(spec) - n_extra :]
+            ha_x, hp_x = height_tables(prof, prot, dz_mid, plan.extra_heights)
         out = np.empty((6, ny, nx // 2 + 1), np.complex64)
 
         def channel(c: int) -> None:
@@ -313,18 +360,54 @@ class VirtualMicroscope:
             for lyr in range(N_LAYERS):
                 acc_a += ha[c, lyr][idx] * (a_h * fh[lyr] + a_e * fe[lyr])
                 acc_p += (hp[c, lyr] * np.float32(k_phase))[idx] * phase_density[lyr]
+            if n_extra:
+                self._accumulate_extras(c, plan, spec_x, ha_x, hp_x, idx, acc_a, acc_p, a_h, a_e)
 
         if _WORKERS >= 2 and ny * nx > 300_000:
             list(_pool().map(channel, range(3)))
         else:
             for c in range(3):
                 channel(c)
-        fields = sfft.irfft2(out, s=(ny, nx), workers=_WORKERS)
-        fields = fields[:, margin : margin + h, margin : margin + w]
-        inten = np.exp(-fields[0::2])
-        inten *= np.clip(1 + 2 * fields[1::2], 0.05, 3.0)
-        inten *= np.float32(glass)
-        return inten.astype(np.float32, copy=False)
+        return sfft.irfft2(out, s=(ny, nx), workers=_WORKERS)
+
+    def _accumulate_extras(
+        self, c: int, plan: LayerPlan, spec_x, ha_x, hp_x, idx, acc_a, acc_p, a_h, a_e
+    ) -> None:
+        """Add channel c of the artefact layers (folded flap, bubble rims) to the spectra."""
+        prot = self.protocol
+        lam = WAVELENGTHS_M[c]
+        k_phase = np.float32(2 * math.pi / lam * prot.delta_n * prot.thickness_m / N_LAYERS)
+        j = 0  # index into the extra spectra (a flap layer has two: h and e)
+        n_flap = 0 if plan.flap_heights is None else len(plan.flap_heights)
+        for lyr in range(n_flap):
+            fh, fe = spec_x[j], spec_x[j + 1]
+            acc_a += ha_x[c, lyr][idx] * (a_h * fh + a_e * fe)
+            acc_p += (hp_x[c, lyr] * k_phase)[idx] * (fe + np.float32(0.6) * fh)
+            j += 2
+        lyr = n_flap
+        if plan.rim_height is not None:
+            a_rim = np.float32(_LN10 * self.slide.spec.bubble_rim_od)
+            p_rim = np.float32(RIM_PHASE_RAD * WAVELENGTHS_M[1] / lam)
+            acc_a += (ha_x[c, lyr] * a_rim)[idx] * spec_x[j]
+            acc_p += (hp_x[c, lyr] * p_rim)[idx] * spec_x[j]
+
+    def _add_debris(self, fields, plan: LayerPlan, dz_mid: float, pix: float, frame) -> None:
+        """Add the debris' absorbance (exact patches and far shadows) to the frame's fields."""
+        sprites = render_sprites(plan, self.profile, self.protocol, dz_mid, pix, frame, _pixel_mtf)
+        if sprites is not None:
+            fields[0::2] += sprites
+        if plan.far is not None:
+            i0, j0, w, h = frame
+            xs, ys = (i0 + np.arange(w)) * pix, (j0 + np.arange(h)) * pix
+            fields[0::2] += far_shadows(plan, self.profile, dz_mid, xs, ys)
+
+    def _frame_region(self, x_m, y_m, dz_mid, w, h, pix):
+        """(artefact layer plan or None, padded region) of a w x h frame at (x, y)."""
+        plan = plan_layers(self.slide, self.profile, self.protocol, x_m, y_m, dz_mid, w, h, pix)
+        if plan is None:
+            u = channel_layer_defocus(self.profile, self.protocol, dz_mid)
+            return None, self._region(x_m, y_m, w, h, pix, float(np.abs(u).max()))
+        return plan, self._region(x_m, y_m, w, h, pix, plan.max_defocus_m)
 
     def _region(self, x_m, y_m, w, h, pix, max_defocus_m):
         """Padded pixel region (margin, i0, j0, nx, ny) on the global grid of pitch pix."""
@@ -335,26 +418,31 @@ class VirtualMicroscope:
         j0 = round(y_m / pix - (h - 1) / 2) - margin
         return margin, i0, j0, nx, ny
 
-    def _object(self, i0: int, j0: int, nx: int, ny: int, pix: float):
+    def _object(self, i0: int, j0: int, nx: int, ny: int, pix: float) -> ObjectLayers:
         """Stain maps of a pixel region, served from a one-region cache when it contains it."""
         key = (pix, self.protocol.thickness_m, self.protocol.cellularity)
         c = self._obj_cache
         if c is not None and c[0] == key:
-            ci0, cj0, ch, ce = c[1], c[2], c[3], c[4]
+            ci0, cj0, cobj = c[1], c[2], c[3]
             if (
                 ci0 <= i0
                 and cj0 <= j0
-                and i0 + nx <= ci0 + ch.shape[2]
-                and j0 + ny <= cj0 + ch.shape[1]
+                and i0 + nx <= ci0 + cobj.h.shape[2]
+                and j0 + ny <= cj0 + cobj.h.shape[1]
             ):
-                sl = (slice(None), slice(j0 - cj0, j0 - cj0 + ny), slice(i0 - ci0, i0 - ci0 + nx))
-                return ch[sl], ce[sl]
+                return cobj.crop(slice(j0 - cj0, j0 - cj0 + ny), slice(i0 - ci0, i0 - ci0 + nx))
         xs = (i0 + np.arange(nx)).astype(np.float64) * pix
         ys = (j0 + np.arange(ny)).astype(np.float64) * pix
-        hmap, emap = _object_maps_threaded(self.slide, xs, ys, self.protocol)
+        obj = object_layers(
+            self.slide,
+            xs,
+            ys,
+            self.protocol,
+            lambda gx, gy: _object_maps_threaded(self.slide, gx, gy, self.protocol),
+        )
         if nx * ny <= _OBJ_CACHE_MAX_PX:
-            self._obj_cache = (key, i0, j0, hmap, emap)
-        return hmap, emap
+            self._obj_cache = (key, i0, j0, obj)
+        return obj
 
     def render_stack(
         self,
@@ -384,12 +472,9 @@ class VirtualMicroscope:
         w, h = _parse_size(size)
         for z in zs:
             self._check_pose(x_m, y_m, z)
-        mid = float(self.slide.focus_surface_m(x_m, y_m))
-        worst = max(
-            float(np.abs(channel_layer_defocus(self.profile, self.protocol, z - mid)).max())
-            for z in zs
-        )
-        _, i0, j0, nx, ny = self._region(x_m, y_m, w, h, pix, worst)
+        mid = float(self.slide.base_mid_m(x_m, y_m, self.protocol.thickness_m))
+        regions = [self._frame_region(x_m, y_m, z - mid, w, h, pix)[1] for z in zs]
+        _, i0, j0, nx, ny = max(regions)  # the largest margin covers every other region
         self._object(i0, j0, nx, ny, pix)  # prime the cache
         return [
             self.render(

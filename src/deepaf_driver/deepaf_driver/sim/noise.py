@@ -122,3 +122,18 @@ def fractal_noise(
         amp *= gain
     out /= np.float32(np.sqrt(norm))
     return out
+
+
+def value_noise_at(seed: int, salt: int, x, y, spacing: float) -> np.ndarray:
+    """:func:`value_noise` at scattered points (x, y broadcast together), in float64.
+
+    The same B-spline of the same lattice hashes, so it agrees with the grid version to
+    float32 rounding (no band limit: callers use it for fields far coarser than a pixel).
+    """
+    bx, wx = _bspline_weights(np.asarray(x, np.float64) / spacing)
+    by, wy = _bspline_weights(np.asarray(y, np.float64) / spacing)
+    out = np.zeros(np.broadcast(bx, by).shape, np.float64)
+    for i in range(4):
+        for j in range(4):
+            out += wx[i] * wy[j] * hash_uniform(seed, salt, bx + i, by + j)
+    return (out - 0.5) / float(_NOISE_STD)

@@ -3,20 +3,30 @@
 Coordinates (SI, metres): the slide spans x in [0, width], y in [0, height], origin at
 the top-left corner seen by the camera; image columns follow +x and rows follow +y.
 Heights z follow the focus axis, larger z = further from the slide glass, toward the
-objective. ``focus_surface_m(x, y)`` is the height of the section's mid-plane; the
-section's depth layers sit at ``optics.layer_heights_m(thickness)`` around it.
+objective. ``focus_surface_m(x, y)`` is the height of the mid-plane of a section of the
+protocol's thickness; ``base_mid_m`` adds the local thickness variation (the section's
+depth layers sit at ``optics.layer_heights_m(thickness)`` around it) and ``section_m``
+also folds: the tissue's true mid-plane and thickness.
 
 The slide is a pure function of (seed, x, y) (and the protocol's cellularity): every
 value comes from :mod:`.noise`, so overlapping frames sampled on the same pixel grid
 agree exactly. Tissue: 2-4 irregular sections with ragged edges and holes (lumens,
 tears), cellular and stromal regions, eosinophilic fibres and cytoplasm, and nuclei
 (ellipsoids cut by the section, with chromatin texture) on two jittered cell grids.
+
+Its focus surface and artefacts (thickness variation, folds, bubbles, debris) follow a
+:class:`~.artefacts.SlideArtefacts` spec: "plain" (the default here: a clean section of
+constant thickness, exactly as before the specs existed) or "realistic"; the artefacts'
+placement and maps are in :mod:`.artefact_maps`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .artefact_maps import ArtefactField, bow_per_m2
+from .artefact_maps import smoothstep as _smoothstep
+from .artefacts import SlideArtefacts, get_slide_spec
 from .noise import fractal_noise, hash_uniform, interp_lattice, value_noise
 from .optics import N_LAYERS, layer_heights_m
 from .protocols import Protocol
@@ -25,33 +35,44 @@ SLIDE_SIZE_M = (15e-3, 15e-3)
 _COARSE_M = 4e-6  # lattice of the slowly varying fields (tissue, holes, regions)
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
 class VirtualSlide:
     """One deterministic virtual slide.
 
     Args:
-        seed: slide identity; equal seeds give identical slides.
+        seed: slide identity; equal seeds give identical slides (and the same sections
+            whatever the spec).
         size_m: (width, height) of the slide area in metres.
+        artefacts: spec name ("plain", "realistic") or a :class:`SlideArtefacts`.
+
+    Raises:
+        ValueError: non-positive size, unknown spec name.
     """
 
-    def __init__(self, seed: int = 0, size_m: tuple[float, float] = SLIDE_SIZE_M) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        size_m: tuple[float, float] = SLIDE_SIZE_M,
+        artefacts: str | SlideArtefacts = "plain",
+    ) -> None:
         if size_m[0] <= 0 or size_m[1] <= 0:
             raise ValueError(f"slide size must be positive, got {size_m}")
         self.seed = int(seed)
         self.size_m = (float(size_m[0]), float(size_m[1]))
+        self.spec = sp = get_slide_spec(artefacts)
         rng = np.random.default_rng([self.seed, 0x511DE])
         w, h = self.size_m
-        # focus surface: offset + tilt + waviness (tens of um over the slide)
-        self._z0 = rng.uniform(-15e-6, 15e-6)
-        self._tilt = rng.uniform(-2.5e-3, 2.5e-3, 2)
+        # focus surface: offset + tilt + waviness (+ bow); plain draws exactly as it always did
+        self._z0 = rng.uniform(-sp.offset_m, sp.offset_m)
+        self._tilt = rng.uniform(-sp.tilt, sp.tilt, 2)
+        norm = float(np.hypot(*self._tilt))
+        if norm < sp.tilt_min:
+            self._tilt = (
+                self._tilt * (sp.tilt_min / norm) if norm > 0 else np.array([sp.tilt_min, 0])
+            )
         n_w = 3
-        self._wave_amp = rng.uniform(2e-6, 7e-6, n_w)
+        self._wave_amp = rng.uniform(*sp.wave_amp_m, n_w)
         ang = rng.uniform(0, np.pi, n_w)
-        lam = rng.uniform(4e-3, 14e-3, n_w)
+        lam = rng.uniform(*sp.wave_length_m, n_w)
         self._wave_k = np.stack([np.cos(ang), np.sin(ang)], 1) * (2 * np.pi / lam)[:, None]
         self._wave_phase = rng.uniform(0, 2 * np.pi, n_w)
         # tissue sections: irregular ellipses
@@ -61,16 +82,43 @@ class VirtualSlide:
         )
         self._sec_r = rng.uniform(1.3e-3, 3.0e-3, (n_s, 2))
         self._sec_a = rng.uniform(0, np.pi, n_s)
+        self._bow = bow_per_m2(self.seed, sp)
+        self.artefacts: ArtefactField | None = None
+        if sp.has_artefacts:
+            self.artefacts = ArtefactField(self.seed, sp, (self._sec_c, self._sec_r, self._sec_a))
 
     # ------------------------------------------------------------------ geometry
     def focus_surface_m(self, x_m, y_m):
-        """Height (m) of the section's mid-plane at (x, y); vectorised over arrays."""
+        """Height (m) of the mid-plane of a section of nominal thickness at (x, y) (the glass
+        surface + half the protocol's thickness); vectorised over arrays."""
         x = np.asarray(x_m, float) - self.size_m[0] / 2
         y = np.asarray(y_m, float) - self.size_m[1] / 2
         z = self._z0 + self._tilt[0] * x + self._tilt[1] * y
         for a, k, ph in zip(self._wave_amp, self._wave_k, self._wave_phase, strict=True):
             z = z + a * np.cos(k[0] * x + k[1] * y + ph)
+        if self._bow:
+            z = z + self._bow * (x * x + y * y)
         return z
+
+    def base_mid_m(self, x_m, y_m, thickness_m: float):
+        """Mid-plane height (m) of the section itself (thickness variation, no folds): the
+        plane its depth layers are rendered around; vectorised."""
+        z = self.focus_surface_m(x_m, y_m)
+        if self.artefacts is None or self.spec.thickness_rel_std <= 0:
+            return z
+        return z + 0.5 * thickness_m * (self.artefacts.thickness_scale(x_m, y_m) - 1)
+
+    def section_m(self, x_m, y_m, thickness_m: float):
+        """(mid-plane height, thickness) in metres of the local tissue at (x, y), folds
+        included (in a fold: twice as thick, mid-plane raised by (1 + fold_gap) / 2
+        thicknesses); vectorised. ``thickness_m`` is the protocol's nominal thickness."""
+        if self.artefacts is None:
+            z = self.focus_surface_m(x_m, y_m)
+            return z, np.full(np.shape(z), float(thickness_m))
+        t = thickness_m * self.artefacts.thickness_scale(x_m, y_m)
+        fold = self.artefacts.fold_weight(x_m, y_m)
+        mid = self.base_mid_m(x_m, y_m, thickness_m) + fold * 0.5 * t * (1 + self.spec.fold_gap)
+        return mid, t * (1 + fold)
 
     def section_sdf_m(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Approximate signed distance (m, positive inside) to the nearest section edge."""
