@@ -37,6 +37,39 @@ from deepaf_msgs.action import AcquireFocalStack, MoveStage, PredictFocus, ScanS
 from deepaf_msgs.srv import CaptureImage
 
 
+def _point(x: float, y: float, z: float = 0.0) -> Point:
+    """A geometry_msgs/Point from numbers of any kind (ints where floats are natural)."""
+    return Point(x=float(x), y=float(y), z=float(z))
+
+
+#: Longest wait any call accepts [s] (a day): every wait is finite.
+MAX_TIMEOUT = 86400.0
+#: [s] how long a timed-out wait then waits for its cancel to be confirmed and for the
+#: goal's final result (the stage has stopped when it comes).
+CANCEL_WAIT = 3.0
+
+
+def _timeout(value: float, name: str = "timeout") -> float:
+    """Return `value` as seconds in [0, MAX_TIMEOUT] (ints welcome).
+
+    Raises:
+        ValueError: NaN, infinite, negative or longer than MAX_TIMEOUT.
+    """
+    seconds = float(value)
+    if not 0 <= seconds <= MAX_TIMEOUT:
+        raise ValueError(
+            f"{name} {value!r} must be a finite number of seconds in [0, {MAX_TIMEOUT:g}]"
+        )
+    return seconds
+
+
+def _cancel_if_accepted(future: Any) -> None:
+    """Cancel a goal the server accepted after its caller stopped waiting for the answer."""
+    handle = future.result() if future.exception() is None else None
+    if handle is not None and handle.accepted:
+        handle.cancel_goal_async()
+
+
 class Status(enum.Enum):
     """How a request ended."""
 
@@ -77,18 +110,28 @@ class Task:
     def cancel(self, timeout: float = 10.0) -> bool:
         """Request cancellation; True when the server accepted it."""
         future = self._handle.cancel_goal_async()
-        if not self._client._wait(future, timeout):
+        if not self._client._wait(future, _timeout(timeout)):
             return False
         return len(future.result().goals_canceling) > 0
 
     def wait(self, timeout: float) -> Outcome:
-        """Wait up to `timeout` seconds; a goal still running then is cancelled."""
+        """Wait up to `timeout` seconds; a goal still running then is cancelled.
+
+        The cancel is confirmed and the goal's end awaited (up to CANCEL_WAIT each), so a
+        stage move has stopped when TIMED_OUT returns; `result` is then the cancelled goal's
+        result (where the stage stopped), or None when it did not arrive.
+        """
+        timeout = _timeout(timeout)
         if not self._client._wait(self._result_future, timeout):
-            self.cancel()
+            confirmed = self.cancel(CANCEL_WAIT)
+            ended = confirmed and self._client._wait(self._result_future, CANCEL_WAIT)
+            what = (
+                "cancelled" if ended else "cancelled, no result yet" if confirmed else "cancel sent"
+            )
             return Outcome(
                 Status.TIMED_OUT,
-                None,
-                f"{self._name}: no result within {timeout:.0f} s (cancelled)",
+                self._result_future.result().result if ended else None,
+                f"{self._name}: no result within {timeout:.0f} s ({what})",
             )
         wrapped = self._result_future.result()
         result = wrapped.result
@@ -146,6 +189,7 @@ class DeepAfClient:
         return True
 
     def _start(self, key: str, goal: Any, timeout: float) -> Task | Outcome:
+        timeout = _timeout(timeout)
         client = self._actions[key]
         deadline = time.monotonic() + min(timeout, self._server_timeout)
         while not client.server_is_ready():
@@ -160,6 +204,7 @@ class DeepAfClient:
             feedback_callback=lambda m: setattr(task[0], "feedback", m.feedback) if task else None,
         )
         if not self._wait(future, timeout):
+            future.add_done_callback(_cancel_if_accepted)  # accepted later: cancelled then
             return Outcome(Status.TIMED_OUT, None, f"{client._action_name}: goal not answered")
         handle = future.result()
         if not handle.accepted:
@@ -168,6 +213,7 @@ class DeepAfClient:
         return task[0]
 
     def _run(self, key: str, goal: Any, timeout: float) -> Outcome:
+        timeout = _timeout(timeout)
         started = time.monotonic()
         task = self._start(key, goal, timeout)
         if isinstance(task, Outcome):
@@ -199,16 +245,17 @@ class DeepAfClient:
         self, image: Any = None, focus_z: float = math.nan, timeout: float = 15.0
     ) -> Outcome:
         """Predict the offset to best focus of `image` (sensor_msgs/Image) or the next preview."""
-        goal = PredictFocus.Goal(use_latest_preview=image is None, focus_z=focus_z)
+        goal = PredictFocus.Goal(use_latest_preview=image is None, focus_z=float(focus_z))
         if image is not None:
             goal.image = image
         return self._run("predict", goal, timeout)
 
     def capture(self, timeout: float = 30.0) -> Outcome:
         """Full-resolution capture at the current pose."""
+        timeout = _timeout(timeout)
         if not self._capture.wait_for_service(timeout_sec=min(timeout, self._server_timeout)):
             return Outcome(Status.UNAVAILABLE, None, "camera/capture: camera node not running")
-        future = self._capture.call_async(CaptureImage.Request(timeout=timeout))
+        future = self._capture.call_async(CaptureImage.Request(timeout=float(timeout)))
         if not self._wait(future, timeout + 5.0):
             return Outcome(Status.TIMED_OUT, None, "camera/capture: no answer")
         response = future.result()
@@ -225,19 +272,22 @@ class DeepAfClient:
         full_resolution: bool = False,
         protocol: str = "",
         timeout: float = 600.0,
+        stack_name: str = "",
     ) -> Outcome:
-        """Capture a z stack into the training dataset format."""
+        """Capture a z stack into the training dataset format (`stack_name`: one plain
+        folder name inside `output_dir`; "" = the next free stack_NNNNN)."""
         goal = AcquireFocalStack.Goal(
             use_current_position=position is None,
-            z_range=z_range,
-            z_step=z_step,
-            crop_size=crop_size,
-            full_resolution=full_resolution,
-            output_dir=output_dir,
-            protocol=protocol,
+            z_range=float(z_range),
+            z_step=float(z_step),
+            crop_size=int(crop_size),
+            full_resolution=bool(full_resolution),
+            output_dir=str(output_dir),
+            protocol=str(protocol),
+            stack_name=str(stack_name),
         )
         if position is not None:
-            goal.position = Point(x=position[0], y=position[1], z=position[2])
+            goal.position = _point(*position)
         return self._run("stack", goal, timeout)
 
     def start_scan(
@@ -255,16 +305,16 @@ class DeepAfClient:
     ) -> Task | Outcome:
         """Start a scan; returns a :class:`Task` (or an Outcome when it could not start)."""
         goal = ScanSlide.Goal(
-            region_min=Point(x=region_min[0], y=region_min[1]),
-            region_max=Point(x=region_max[0], y=region_max[1]),
-            overlap=overlap,
-            step=step,
+            region_min=_point(*region_min),
+            region_max=_point(*region_max),
+            overlap=float(overlap),
+            step=float(step),
             focus_method=focus_method,
             use_start_z=start_z is not None,
-            start_z=start_z or 0.0,
-            output_dir=output_dir,
-            resume=resume,
-            keep_empty_fields=keep_empty_fields,
+            start_z=float(start_z or 0.0),
+            output_dir=str(output_dir),
+            resume=bool(resume),
+            keep_empty_fields=bool(keep_empty_fields),
         )
         return self._start("scan", goal, timeout)
 

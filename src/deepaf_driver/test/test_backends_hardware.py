@@ -95,7 +95,11 @@ def test_motorkit_stops_mid_move_with_counters_matching_the_steps_taken(monkeypa
     result = stage.move((1e-3, 0.0, 0.0), stop_requested=lambda: len(calls) >= 2 + 30)
     assert result.stopped
     assert stage.position() == pytest.approx((30 / 1e5, 0.0, 0.0)) == result.position
-    assert stage.home() == (0.0, 0.0, 0.0)
+    # no endstops: nothing re-zeroes the counters (a reference comes from the stage node)
+    assert not stage.has_endstops() and stage.counter_session() is None
+    with pytest.raises(BackendError, match="no endstops; jog it to its mechanical reference"):
+        stage.seek_endstops()
+    assert stage.position() == pytest.approx((30 / 1e5, 0.0, 0.0))
     stage.stop()
     assert [c[0] for c in calls if c[1] == "release"] == [(0x60, 1), (0x60, 2), (0x61, 1)]
 
@@ -114,6 +118,92 @@ def test_motorkit_stops_mid_move_with_counters_matching_the_steps_taken(monkeypa
 def test_motorkit_bad_configuration_is_refused(config, error):
     with pytest.raises(ValueError, match=error):
         create_stage("motorkit", **config)
+
+
+def switches_at(stage_box: list, x_min: float, y_min: float, z_max: float) -> list:
+    """Fake endstops that close when the stage (stage_box[0]) is past a position [m]."""
+    return [
+        lambda: stage_box[0].position()[0] <= x_min,
+        lambda: stage_box[0].position()[1] <= y_min,
+        lambda: stage_box[0].position()[2] >= z_max,
+    ]
+
+
+def test_motorkit_homes_z_first_onto_its_endstops_and_reports_where_they_closed(monkeypatch):
+    calls = fake_motorkit(monkeypatch)
+    box: list = []
+    stage = create_stage(
+        "motorkit",
+        steps_per_m=(1e5, -1e5, 1e6),  # y reversed: its min is found stepping forward
+        max_speed=FAST,
+        endstops=("D17:min", "D27:min", "D22:max"),
+        endstop_travel=(5e-3, 5e-3, 1e-3),
+        switches=switches_at(box, -1e-3, -0.5e-3, 0.2e-3),
+    )
+    box.append(stage)
+    stage.start()
+    assert stage.has_endstops()
+    switches = stage.seek_endstops()
+    assert switches == pytest.approx((-1e-3, -0.5e-3, 0.2e-3), abs=1e-5)
+    first = next(c[0] for c in calls if c[0] != "MotorKit" and c[1] != "release")
+    assert first == (0x61, 1)  # z (away from the slide) before x and y
+    # backed off each switch so it is open again
+    assert stage.position() == pytest.approx((-0.8e-3, -0.3e-3, 0.0), abs=1e-5)
+    # a second homing from next to the switches finds the same edges
+    assert stage.seek_endstops() == pytest.approx(switches, abs=1e-5)
+
+
+def test_endstop_faults_are_clear_errors(monkeypatch):
+    fake_motorkit(monkeypatch)
+    box: list = []
+    far = create_stage(
+        "motorkit",
+        steps_per_m=(1e5, 1e5, 1e6),
+        max_speed=FAST,
+        endstop_travel=(1e-3, 1e-3, 1e-4),
+        switches=switches_at(box, -9.0, -9.0, 9.0),  # never reached
+    )
+    box.append(far)
+    far.start()
+    with pytest.raises(BackendError, match=r"focus_z endstop did not close within 0\.1 mm"):
+        far.seek_endstops()
+    stuck = create_stage(
+        "motorkit", max_speed=FAST, switches=[lambda: True, lambda: True, lambda: True]
+    )
+    stuck.start()
+    with pytest.raises(BackendError, match=r"stays closed 1\.0 mm away"):
+        stuck.seek_endstops()
+    stuck_box: list = []
+    stopped = create_stage(
+        "motorkit", max_speed=FAST, switches=switches_at(stuck_box, -1e-3, -1e-3, 1e-3)
+    )
+    stuck_box.append(stopped)
+    stopped.start()
+    with pytest.raises(BackendError, match="homing stopped while seeking the focus_z"):
+        stopped.seek_endstops(stop_requested=lambda: True)
+
+
+@pytest.mark.parametrize(
+    ("endstops", "error"),
+    [
+        (("D17:min", "", ""), "all three axes or none"),
+        (("D17", "D27:min", "D22:max"), "must look like"),
+        (("D17:left", "D27:min", "D22:max"), "must look like"),
+        (("D17:min:maybe", "D27:min", "D22:max"), "low or high"),
+    ],
+)
+def test_bad_endstop_configuration_is_refused(endstops, error):
+    with pytest.raises(ValueError, match=error):
+        create_stage("motorkit", endstops=endstops)
+
+
+def test_stepper_move_time_counts_steps_and_backlash():
+    stage = create_stage(
+        "motorkit", steps_per_m=(1e5, 1e5, 1e6), backlash=(0, 0, 5e-6), max_speed=(1e-3, 1e-3, 1e-4)
+    )
+    # 1 mm of x at 1 mm/s; z down 10 um at 0.1 mm/s, 5 um past the target and back up
+    assert stage.move_time((0, 0, 0), (1e-3, 0, -1e-5)) == pytest.approx(1.0 + 0.2)
+    assert stage.move_time((0, 0, 0), (1e-3, 0, 0), speed_scale=0.5) == pytest.approx(2.0)
 
 
 def fake_sangaboard(monkeypatch) -> list:
@@ -160,7 +250,7 @@ def test_sangaboard_moves_in_chunks_with_backlash_and_reads_its_counters(monkeyp
     assert all(abs(m[0]) <= 1 for m in moves)  # 10 steps/s x 50 ms: one step per chunk
     assert any(m[2] < 0 for m in moves) and moves[-1][2] > 0  # approached z from below
     assert stage.position() == pytest.approx((2e-3, 1e-3, -1e-4))
-    assert stage.home() == (0.0, 0.0, 0.0) and ("zero",) in calls
+    assert not hasattr(stage, "home") and ("zero",) not in calls  # counters never re-zeroed
     stage.stop()
     assert calls[-1] == ("close",)
 

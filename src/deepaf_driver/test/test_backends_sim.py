@@ -63,6 +63,34 @@ def test_sim_stage_refuses_targets_outside_its_travel():
     assert stage.home() == (0.0075, 0.0075, 0.0)
 
 
+def test_sim_stage_is_absolute_estimates_move_times_and_has_optional_endstops():
+    stage = SimStage(time_scale=0.5)
+    stage.start()
+    assert stage.absolute and stage.counter_session() == SimStage().counter_session()
+    assert not stage.has_endstops()
+    with pytest.raises(BackendError, match="no endstops"):
+        stage.seek_endstops()
+    expected = stage.move_time(stage.position(), (0.0095, 0.0075, 0.0))
+    assert expected == pytest.approx(0.5 * stage.move((0.0095, 0.0075, 0.0)).duration)
+    assert stage.move_time(stage.position(), (0.02, 0.0075, 0.0)) is None  # outside travel
+    homing = SimStage(time_scale=0.0, endstops=True)
+    homing.start()
+    assert homing.has_endstops()
+    assert homing.seek_endstops() == (0.0, 0.0, 500e-6) == homing.position()
+
+
+def test_sim_stage_stall_fault_never_finishes_until_stopped():
+    stage = SimStage(time_scale=0.0, fault="stall")
+    stage.start()
+    halt_at = time.monotonic() + 0.3
+    result = stage.move((0.0095, 0.0075, 0.0), stop_requested=lambda: time.monotonic() > halt_at)
+    assert result.stopped and time.monotonic() >= halt_at
+    assert result.position == pytest.approx((0.0085, 0.0075, 0.0))  # stalled half way
+    assert not stage.move(stage.position()).stopped  # a move to where it is still ends
+    with pytest.raises(ValueError, match="unknown sim stage fault"):
+        SimStage(fault="melt")
+
+
 def test_sim_camera_renders_the_pose_it_is_given_and_caches_noise_free_captures():
     cam = SimCamera((64, 36), (128, 96), noise=False)
     cam.start()

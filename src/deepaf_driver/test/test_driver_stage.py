@@ -1,8 +1,10 @@
 """The stage node in its own process over real DDS: limits, bad goals, axes left out, cancel,
-trajectories, e-stop, bad configuration."""
+trajectories, e-stop, bad configuration; the absolute reference (refusals until referenced,
+set_reference, endstops, restore across restarts) and the watchdog."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -11,7 +13,9 @@ from deepaf.testing import NodeProcess, spin_until, wait_future
 from deepaf_driver.conversions import JOINT_NAMES, joint_state_to_pose
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.action import ActionClient
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -34,8 +38,17 @@ class StageClient:
         node.create_subscription(JointState, f"{namespace}/joint_states", self.states.append, 10)
         self.services = {
             name: node.create_client(Trigger, f"{namespace}/stage/{name}")
-            for name in ("home", "stop", "reset_stop")
+            for name in ("home", "stop", "reset_stop", "set_reference")
         }
+        self.referenced: list[bool] = []
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        node.create_subscription(
+            Bool, f"{namespace}/stage/referenced", lambda m: self.referenced.append(m.data), latched
+        )
 
     def wait_ready(self, proc: NodeProcess) -> None:
         assert self.move.wait_for_server(timeout_sec=30), proc.output()
@@ -58,6 +71,11 @@ class StageClient:
         client = self.services[name]
         assert client.wait_for_service(timeout_sec=10)
         return wait_future(self.node, client.call_async(Trigger.Request()), 10, name)
+
+    def is_referenced(self) -> bool:
+        """The latest stage/referenced (latched, so it arrives even long after a change)."""
+        spin_until(self.node, lambda: bool(self.referenced), 10, "stage/referenced")
+        return self.referenced[-1]
 
     def settle(self) -> tuple[float, float, float]:
         """Let a few joint_states arrive and return the latest pose."""
@@ -271,6 +289,9 @@ def test_emergency_stop_aborts_motion_and_refuses_moves_until_reset(ros_node, na
         ("publish_rate:=fast", "publish_rate"),
         ("time_scale:=-1.0", "time_scale"),
         ("backend:=motorkit", "pip install adafruit-circuitpython-motorkit"),
+        ("stage_id:=../elsewhere", "stage_id '../elsewhere' must be"),
+        ("reference_position:=[0.0, 0.0]", "reference_position needs three finite values"),
+        ("sim_stage_fault:=melt", "unknown sim stage fault"),
     ],
 )
 def test_bad_configuration_exits_non_zero_with_the_reason(param, reason, namespace):
@@ -295,3 +316,201 @@ def test_nodes_start_from_the_deployment_parameter_file(ros_node, namespace):
 
         capture = ros_node.create_client(CaptureImage, f"{namespace}/camera/capture")
         assert capture.wait_for_service(timeout_sec=30)
+
+
+# ---------------------------------------------------------------------------- reference
+REFERENCE = (0.001, 0.002, 0.0)  # machine pose of the (virtual) mechanical reference
+
+
+def _referencing_stage(namespace: str, state_dir, stage_id: str, *params: str) -> NodeProcess:
+    """A sim stage that behaves like stepper hardware: unreferenced until referenced."""
+    return _stage(
+        namespace,
+        "require_reference:=true",
+        f"state_dir:={state_dir}",
+        f"stage_id:={stage_id}",
+        "reference_position:=[0.001, 0.002, 0.0]",
+        *params,
+    )
+
+
+def _trajectory(names, *points) -> JointTrajectory:
+    msg = JointTrajectory(joint_names=list(names))
+    msg.points = [JointTrajectoryPoint(positions=list(p)) for p in points]
+    return msg
+
+
+def test_unreferenced_stage_refuses_absolute_moves_allows_jogs_then_set_reference(
+    ros_node, namespace, tmp_path
+):
+    """Until referenced: absolute goals, trajectories, home and big jogs are refused with the
+    procedure in the message; jogs up to jog_limit run. set_reference makes the current pose
+    `reference_position`, saves it, and limits then hold against it on every path."""
+    with _referencing_stage(namespace, tmp_path, "bench-1", "time_scale:=0.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        codes = stage.MoveStage.Result
+        assert stage.is_referenced() is False
+        start = stage.settle()
+        assert start == CENTRE  # the sim's counters; not machine coordinates yet
+        warnings = []
+        name = f"{namespace.lstrip('/')}/stage"
+        ros_node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: warnings.extend(
+                s for s in m.status if s.name == name and s.level == DiagnosticStatus.WARN
+            ),
+            10,
+        )
+        for goal, reason in (
+            ({"x": 0.008}, "absolute moves are refused"),
+            ({"z": 0.0}, "absolute moves are refused"),
+            ({"x": 0.0006, "relative": True}, "limited to 0.500 mm per axis (stage_x 0.6000 mm)"),
+        ):
+            result = stage.run(**goal)
+            assert result.error_code == codes.CODE_NOT_REFERENCED, (goal, result.message)
+            assert reason in result.message, result.message
+            assert "stage/set_reference" in result.message and "nothing moved" in result.message
+        home = stage.call("home")
+        assert not home.success and "not referenced" in home.message
+        pub = ros_node.create_publisher(JointTrajectory, f"{namespace}/stage/joint_trajectory", 10)
+        spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 10, "trajectory sub")
+        pub.publish(_trajectory(["stage_x"], [0.0076]))
+        refusal = "rejected JointTrajectory: point 0: the stage is not referenced"
+        spin_until(ros_node, lambda: refusal in proc.output(), 10, "trajectory refusal")
+        assert stage.settle() == start
+        spin_until(ros_node, lambda: bool(warnings), 5, "not-referenced warning")
+        assert warnings[0].message.startswith("not referenced")
+        # a jog of jog_limit runs (the reference procedure: jog onto the mechanical reference)
+        jog = stage.run(x=0.0005, y=-0.0005, relative=True)
+        assert jog.error_code == codes.CODE_SUCCEEDED, jog.message
+        assert stage.settle()[:2] == pytest.approx((0.008, 0.007), abs=1e-12)
+        # set_reference: the stage is now at reference_position
+        reply = stage.call("set_reference")
+        assert reply.success, reply.message
+        assert "saved to" in reply.message and "after every start" not in reply.message
+        spin_until(ros_node, lambda: stage.referenced[-1], 5, "stage/referenced true")
+        assert stage.settle() == pytest.approx(REFERENCE, abs=1e-12)
+        saved = json.loads((tmp_path / "stage-bench-1.json").read_text())
+        assert saved["stage_id"] == "bench-1" and saved["source"] == "set_reference"
+        assert saved["offset"] == pytest.approx([-0.007, -0.005, 0.0], abs=1e-12)
+        # absolute moves now run, in machine coordinates
+        moved = stage.run(x=0.0, y=0.003)
+        assert moved.error_code == codes.CODE_SUCCEEDED, moved.message
+        assert (moved.position.x, moved.position.y) == pytest.approx((0.0, 0.003), abs=1e-12)
+        # limits against the reference: the travel (sim x 0..15 mm) is now machine -7..8 mm,
+        # so x 9 mm, inside the soft limits 0..15 mm, is out of reach on every path
+        for goal in ({"x": 0.009}, {"x": 0.0085, "relative": True}, {"x": -0.0001}):
+            result = stage.run(**goal)
+            assert result.error_code == codes.CODE_OUT_OF_LIMITS, (goal, result.message)
+            assert "outside the soft limits" in result.message
+        before = stage.settle()
+        pub.publish(_trajectory(["stage_x"], [0.004], [0.009]))
+        spin_until(ros_node, lambda: "point 1: stage_x target 9.0000 mm" in proc.output(), 10)
+        assert stage.settle() == before
+        pub.publish(_trajectory(["stage_x"], [0.004], [0.0079]))
+        spin_until(ros_node, lambda: math.isclose(stage.pose()[0], 0.0079, abs_tol=1e-12), 10)
+        assert stage.call("home").success  # the sim's home pose, as an absolute move
+        assert stage.settle() == pytest.approx((0.0005, 0.0025, 0.0), abs=1e-12)
+
+
+def test_saved_reference_is_restored_at_restart_only_for_the_same_stage(
+    ros_node, namespace, tmp_path
+):
+    with _referencing_stage(namespace, tmp_path, "scope-a", "time_scale:=0.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        assert stage.run(z=0.0001, relative=True).error_code == 0
+        assert stage.call("set_reference").success
+    # the same stage again: referenced at once; the sim's counters (its truth) survived, so
+    # its start pose, 0.1 mm below where the reference was set, reads as such
+    with _referencing_stage(namespace, tmp_path, "scope-a", "time_scale:=0.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        assert stage.is_referenced() is True
+        assert stage.settle() == pytest.approx((0.001, 0.002, -0.0001), abs=1e-12)
+        assert f"restored from {tmp_path}" in proc.output()
+        moved = stage.run(x=0.0015)
+        assert moved.error_code == 0, moved.message
+    # another stage_id, or a corrupt file: unreferenced, and says why
+    (tmp_path / "stage-scope-b.json").write_text("{not json")
+    for stage_id, why in (("scope-c", "no reference saved"), ("scope-b", "is not JSON")):
+        with _referencing_stage(namespace, tmp_path, stage_id, "time_scale:=0.0") as proc:
+            stage = StageClient(ros_node, namespace)
+            stage.referenced.clear()
+            stage.wait_ready(proc)
+            assert stage.is_referenced() is False
+            assert why in proc.output()
+            assert stage.run(x=0.008).error_code == stage.MoveStage.Result.CODE_NOT_REFERENCED
+
+
+def test_homing_to_endstops_references_the_stage(ros_node, namespace, tmp_path):
+    """sim_endstops: switches at x min, y min, z max; home seeks them and references there."""
+    with _stage(
+        namespace,
+        "require_reference:=true",
+        "sim_endstops:=true",
+        f"state_dir:={tmp_path}",
+        "stage_id:=homing",
+        "reference_position:=[0.0, 0.0, 0.0005]",
+        "time_scale:=0.0",
+    ) as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        assert stage.is_referenced() is False
+        home = stage.call("home")
+        assert home.success and "referenced by endstops" in home.message, home.message
+        spin_until(ros_node, lambda: stage.referenced[-1], 5, "stage/referenced true")
+        assert stage.settle() == pytest.approx((0.0, 0.0, 0.0005), abs=1e-12)
+        moved = stage.run(x=0.0075, y=0.0075, z=0.0)
+        assert moved.error_code == 0, moved.message
+        assert json.loads((tmp_path / "stage-homing.json").read_text())["source"] == "endstops"
+
+
+def test_watchdog_stops_a_move_that_runs_far_past_its_expected_time(ros_node, namespace):
+    """sim_stage_fault stall: the move stops advancing half way; the watchdog stops it at
+    watchdog_factor x expected + watchdog_margin and aborts the goal."""
+    with _stage(
+        namespace,
+        "sim_stage_fault:=stall",
+        "time_scale:=0.1",
+        "watchdog_factor:=1.0",
+        "watchdog_margin:=0.5",
+    ) as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        t0 = time.monotonic()
+        result = stage.run(timeout=15.0, x=0.0095)
+        assert time.monotonic() - t0 < 5.0
+        assert result.error_code == stage.MoveStage.Result.CODE_HARDWARE_ERROR, result.message
+        assert result.message.startswith("watchdog: the move did not finish within 0.")
+        assert result.position.x == pytest.approx(0.0085, abs=1e-4)  # stalled half way
+        assert stage.settle()[0] == result.position.x
+        assert proc.alive()
+
+
+def test_emergency_stop_is_served_during_a_trajectory_and_a_flood_of_goals(ros_node, namespace):
+    with _stage(namespace, "time_scale:=1.0") as proc:
+        stage = StageClient(ros_node, namespace)
+        stage.wait_ready(proc)
+        pub = ros_node.create_publisher(JointTrajectory, f"{namespace}/stage/joint_trajectory", 10)
+        spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 10, "trajectory sub")
+        pub.publish(_trajectory(["stage_x"], [0.0145], [0.0005]))
+        spin_until(ros_node, lambda: stage.pose()[0] > 0.0077, 10, "trajectory motion")
+        flood = [stage.send(x=0.001) for _ in range(8)]  # each aborts: the stage is busy
+        stop = stage.services["stop"].call_async(Trigger.Request())
+        t0 = time.monotonic()
+        assert wait_future(ros_node, stop, 5, "e-stop").success
+        assert time.monotonic() - t0 < 2.0
+        for handle in flood:
+            result = wait_future(ros_node, handle.get_result_async(), 10, "result").result
+            assert result.error_code in (
+                stage.MoveStage.Result.CODE_HARDWARE_ERROR,
+                stage.MoveStage.Result.CODE_STOPPED,
+            )
+        stopped = stage.settle()
+        time.sleep(0.5)
+        assert stage.settle() == stopped and 0.0077 < stopped[0] < 0.0145  # stopped short
+        assert stage.call("reset_stop").success
+        assert proc.alive()

@@ -67,6 +67,19 @@ class Limits:
         ]
         return Limits(*pairs)
 
+    def shifted(self, offset: Sequence[float]) -> Limits:
+        """Return the limits moved by `offset` per axis (backend -> machine coordinates)."""
+        pairs = [(lo + o, hi + o) for (lo, hi), o in zip(self.axes(), offset, strict=True)]
+        return Limits(*pairs)
+
+    def empty_axes(self) -> list[str]:
+        """Names of the axes whose range is empty (min >= max)."""
+        return [
+            name
+            for name, (lo, hi) in zip(("stage_x", "stage_y", "focus_z"), self.axes(), strict=True)
+            if not lo < hi
+        ]
+
     def violation(self, pose: Sequence[float]) -> str:
         """Return why `pose` is outside the limits ("" when inside)."""
         for name, value, (lo, hi) in zip(
@@ -161,7 +174,16 @@ class CameraBackend(ABC):
 
 
 class StageBackend(ABC):
-    """A three-axis stage (stage_x, stage_y, focus_z) in metres."""
+    """A three-axis stage (stage_x, stage_y, focus_z) in metres.
+
+    Positions are the backend's own coordinates (step counters, a simulator's truth). The
+    stage node maps them to machine coordinates with the reference it holds (see
+    `deepaf_driver.reference`); a backend never re-zeroes its counters on its own.
+    """
+
+    #: True when `position()` is absolute from `start()` on (a simulator, absolute encoders):
+    #: the stage node then does not require a reference procedure by default.
+    absolute = False
 
     @abstractmethod
     def start(self) -> None:
@@ -189,17 +211,50 @@ class StageBackend(ABC):
         where it is and `MoveResult.stopped` is True. Calls `progress` as it goes.
         """
 
-    @abstractmethod
-    def home(self) -> Pose:
-        """Home (or zero) the stage and return the new pose."""
+    def move_time(self, start: Pose, target: Pose, speed_scale: float = 1.0) -> float | None:
+        """Wall seconds a move from `start` to `target` should take (None: unknown).
+
+        The stage node's watchdog stops a move that runs well past this (a stall, a hung
+        bus, a runaway); a backend that returns None gets the node's fallback bound.
+        """
+        return None
+
+    def counter_session(self) -> str | None:
+        """Identify the epoch of the position counters, or None when it cannot be known.
+
+        A persisted reference is restored at start-up only when the backend reports the same
+        non-None session it was saved under: the counters then still count from the same
+        origin. None (the default, and every stepper board here): the counters may not have
+        survived (a restart, a power cycle, a knob turned by hand), so the stage must be
+        referenced again.
+        """
+        return None
+
+    def has_endstops(self) -> bool:
+        """True when `seek_endstops()` can reference the stage (switches on every axis)."""
+        return False
+
+    def seek_endstops(self, stop_requested: StopRequested = lambda: False) -> Pose:
+        """Drive every axis onto its endstop; return where the switches triggered.
+
+        The returned pose (backend coordinates) is the stage's reference: the node maps it to
+        its `reference_position`. Stops (raising) when `stop_requested()` becomes true.
+
+        Raises:
+            BackendError: no endstops, a switch not found within its travel, stopped.
+        """
+        raise BackendError(
+            "this stage has no endstops; jog it to its mechanical reference and call "
+            "stage/set_reference"
+        )
 
     def home_target(self) -> Pose | None:
-        """Where `home()` moves to (None: it moves nothing, e.g. zeroes step counters)."""
+        """A pose `stage/home` moves to when the stage has no endstops (None: none)."""
         return None
 
     def halt(self) -> None:  # noqa: B027 (optional hook; moves also poll stop_requested)
         """Stop any motion now, from another thread (emergency stop)."""
 
     def limits(self) -> Limits | None:
-        """Hard travel limits of the mechanism, if it knows them."""
+        """Hard travel limits of the mechanism in backend coordinates, if it knows them."""
         return None

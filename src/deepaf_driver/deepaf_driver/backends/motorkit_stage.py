@@ -41,7 +41,8 @@ class MotorKitStage(StepperStage):
     """Three steppers on Adafruit MotorKit HATs.
 
     Args:
-        steps_per_m, backlash, max_speed: see `StepperStage`.
+        steps_per_m, backlash, max_speed, endstops, endstop_travel, homing_speed, switches:
+            see `StepperStage`.
         steppers: "address:stepper" of x, y and z.
         step_style: single | double | interleave | microstep.
         i2c: I2C bus object (default: `board.I2C()`), for tests and unusual buses.
@@ -55,8 +56,9 @@ class MotorKitStage(StepperStage):
         steppers: Sequence[str] = ("0x60:1", "0x60:2", "0x61:1"),
         step_style: str = "double",
         i2c: object | None = None,
+        **stepper: object,
     ) -> None:
-        super().__init__(steps_per_m, backlash, max_speed)
+        super().__init__(steps_per_m, backlash, max_speed, **stepper)
         if len(steppers) != 3:
             raise ValueError(f"motorkit_steppers needs three entries (x, y, z): {steppers}")
         self.steppers = [parse_stepper(s) for s in steppers]
@@ -78,6 +80,7 @@ class MotorKitStage(StepperStage):
             if address not in kits:
                 kits[address] = kit_module.MotorKit(address=address, i2c=self._i2c)
         self._motors = [getattr(kits[a], f"stepper{n}") for a, n in self.steppers]
+        self._open_endstops()
 
     def stop(self) -> None:
         """Release the coils."""

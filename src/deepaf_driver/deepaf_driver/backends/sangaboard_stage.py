@@ -2,7 +2,10 @@
 
 The board moves all three axes together (`move_rel` in steps, blocking) and keeps its own
 step counters (`position`), which are the truth this backend reports. Moves are sent in
-chunks of at most ~50 ms, so cancel and e-stop act within one chunk.
+chunks of at most ~50 ms, so cancel and e-stop act within one chunk. The board's counters
+survive a restart of the node but not a power cycle (or a knob turned by hand), and neither
+can be detected, so the stage is referenced again after every start (`counter_session()` is
+None); endstops, when wired to the Pi's GPIO, are read as in `StepperStage`.
 
 Needs `pip install sangaboard` (imported only when this backend starts).
 """
@@ -14,7 +17,6 @@ from collections.abc import Sequence
 
 from deepaf_driver.backends.base import (
     BackendError,
-    Pose,
     ProgressCallback,
     StopRequested,
     import_backend_library,
@@ -29,7 +31,8 @@ class SangaboardStage(StepperStage):
     """A Sangaboard motor controller.
 
     Args:
-        steps_per_m, backlash, max_speed: see `StepperStage`.
+        steps_per_m, backlash, max_speed, endstops, endstop_travel, homing_speed, switches:
+            see `StepperStage`.
         port: serial port ("" = let the library find the board).
     """
 
@@ -39,8 +42,9 @@ class SangaboardStage(StepperStage):
         backlash: Sequence[float] = (0.0, 0.0, 5e-6),
         max_speed: Sequence[float] = (2e-3, 2e-3, 0.5e-3),
         port: str = "",
+        **stepper: object,
     ) -> None:
-        super().__init__(steps_per_m, backlash, max_speed)
+        super().__init__(steps_per_m, backlash, max_speed, **stepper)
         self.port = port
         self._board = None
 
@@ -54,6 +58,7 @@ class SangaboardStage(StepperStage):
                 f"cannot open the Sangaboard on {self.port or 'auto'}: {exc}"
             ) from exc
         self._sync()
+        self._open_endstops()
 
     def stop(self) -> None:
         """Close the serial port."""
@@ -65,12 +70,6 @@ class SangaboardStage(StepperStage):
     def _sync(self) -> None:
         with self._lock:
             self._steps = [int(n) for n in self._board.position][:3]
-
-    def home(self) -> Pose:
-        """Zero the board's counters at the current position."""
-        self._board.zero_position()
-        self._sync()
-        return self.position()
 
     def _drive(
         self,

@@ -27,8 +27,12 @@ from deepaf_driver.backends.base import (
     StopRequested,
 )
 
+#: Artefact spec of the virtual slide the sim backends show by default (`deepaf_driver.sim`).
+SCAN_SLIDE = "realistic"
 #: Faults the simulated camera can be told to show (tests of the node's error paths).
 CAMERA_FAULTS = ("", "hang_capture", "hang_preview")
+#: Faults the simulated stage can be told to show (tests of the stage node's watchdog).
+STAGE_FAULTS = ("", "stall")
 
 
 def make_microscope(
@@ -37,11 +41,13 @@ def make_microscope(
     slide_seed: int,
     preview_size: tuple[int, int] | None = None,
     capture_size: tuple[int, int] | None = None,
+    slide: str = SCAN_SLIDE,
 ):
-    """Build the `VirtualMicroscope` the sim backends (and tests comparing with them) use.
+    """Build the `VirtualMicroscope` the sim backends (and tests comparing with them) use;
+    `slide` is the artefact spec ("realistic", the default of scans, or "plain").
 
     Raises:
-        ValueError: unknown profile or protocol.
+        ValueError: unknown profile, protocol or slide spec.
     """
     from deepaf_driver.sim import CameraModel, VirtualMicroscope
 
@@ -49,7 +55,7 @@ def make_microscope(
     if preview_size is not None and capture_size is not None:
         camera = CameraModel(sensor_px=tuple(capture_size), preview_px=tuple(preview_size))
     return VirtualMicroscope(
-        profile=profile, protocol=protocol, slide_seed=slide_seed, camera=camera
+        profile=profile, protocol=protocol, slide_seed=slide_seed, camera=camera, slide=slide
     )
 
 
@@ -60,6 +66,7 @@ class SimCamera(CameraBackend):
         preview_size, capture_size: (width, height); the preview shows the capture's field
             width cropped to the preview's aspect ratio.
         profile, protocol, slide_seed: the virtual microscope (see `deepaf_driver.sim`).
+        slide: the slide's artefact spec ("realistic" or "plain"; `make_microscope`).
         noise: shot and read noise on (off makes frames exactly reproducible, and repeated
             captures at one pose are served from a cache).
         fault: "" or one of `CAMERA_FAULTS` ("hang_capture": capture never returns).
@@ -76,11 +83,13 @@ class SimCamera(CameraBackend):
         slide_seed: int = 0,
         noise: bool = True,
         fault: str = "",
+        slide: str = SCAN_SLIDE,
     ) -> None:
         super().__init__(preview_size, capture_size)
         if fault not in CAMERA_FAULTS:
             raise ValueError(f"unknown sim fault {fault!r}; use one of {CAMERA_FAULTS}")
         self._config = (profile, protocol, slide_seed)
+        self._slide = slide
         self.noise = noise
         self.fault = fault
         self._scope = None
@@ -91,7 +100,9 @@ class SimCamera(CameraBackend):
 
     def start(self) -> None:
         """Build the virtual microscope."""
-        self._scope = make_microscope(*self._config, self.preview_size, self.capture_size)
+        self._scope = make_microscope(
+            *self._config, self.preview_size, self.capture_size, slide=self._slide
+        )
         self._released.clear()
 
     def stop(self) -> None:
@@ -146,14 +157,22 @@ class SimStage(StageBackend):
     Moves take the simulator's trapezoidal-profile time (plus settling and z backlash
     compensation, which the stage model does itself). The backend sleeps `time_scale` x the
     simulated time while reporting progress, so feedback, cancel and e-stop behave as on
-    hardware; results report the simulated duration.
+    hardware; results report the simulated duration. Its positions are the simulator's truth:
+    absolute, and the same after every start (`counter_session()` is constant), so a reference
+    persisted by the stage node stays valid across restarts.
 
     Args:
         profile, protocol, slide_seed: the virtual microscope (limits = the slide area,
             z +-500 um, the profile's z step and backlash).
+        slide: the slide's artefact spec (as the camera's; the stage model ignores it).
         time_scale: wall seconds per simulated second (0 = moves complete at once).
         tick: feedback period in wall seconds.
+        endstops: simulated switches at x min, y min and z max of the travel (`seek_endstops`).
+        fault: "" or one of `STAGE_FAULTS` ("stall": every move stops advancing half way and
+            never finishes until it is stopped; tests of the node's watchdog).
     """
+
+    absolute = True
 
     def __init__(
         self,
@@ -162,12 +181,20 @@ class SimStage(StageBackend):
         slide_seed: int = 0,
         time_scale: float = 0.1,
         tick: float = 0.02,
+        endstops: bool = False,
+        fault: str = "",
+        slide: str = SCAN_SLIDE,
     ) -> None:
         if time_scale < 0:
             raise ValueError(f"time_scale must be >= 0, got {time_scale}")
+        if fault not in STAGE_FAULTS:
+            raise ValueError(f"unknown sim stage fault {fault!r}; use one of {STAGE_FAULTS}")
         self._config = (profile, protocol, slide_seed)
+        self._slide = slide
         self.time_scale = time_scale
         self.tick = tick
+        self.endstops = endstops
+        self.fault = fault
         self._stage = None
         self._lock = threading.Lock()
         self._moving_pose: Pose | None = None
@@ -175,7 +202,7 @@ class SimStage(StageBackend):
 
     def start(self) -> None:
         """Build the stage model."""
-        self._stage = make_microscope(*self._config).stage
+        self._stage = make_microscope(*self._config, slide=self._slide).stage
 
     def stop(self) -> None:
         """Nothing to release."""
@@ -199,9 +226,23 @@ class SimStage(StageBackend):
             (lim.x_min_m, lim.x_max_m), (lim.y_min_m, lim.y_max_m), (lim.z_min_m, lim.z_max_m)
         )
 
+    def counter_session(self) -> str:
+        """The simulator never loses steps: one session for every start."""
+        return "sim:" + ":".join(str(c) for c in self._config)
+
     def halt(self) -> None:
         """Stop the running move at its current pose."""
         self._halt.set()
+
+    def move_time(self, start: Pose, target: Pose, speed_scale: float = 1.0) -> float | None:
+        """Wall seconds of the move: simulated time x time_scale (None: not a valid move)."""
+        if self._stage is None:
+            return None
+        planned = copy.deepcopy(self._stage)
+        try:
+            return planned.move_to(*target) / speed_scale * self.time_scale
+        except ValueError:
+            return None
 
     def move(
         self,
@@ -221,12 +262,15 @@ class SimStage(StageBackend):
         except ValueError as exc:
             raise BackendError(str(exc)) from exc
         wall_total = sim_duration * self.time_scale
+        stall = self.fault == "stall" and target != start
         t0 = time.monotonic()
         while True:
             elapsed = time.monotonic() - t0
-            if elapsed >= wall_total:
+            if elapsed >= wall_total and not stall:
                 break
-            frac = elapsed / wall_total
+            frac = elapsed / wall_total if wall_total > 0 else 1.0
+            if stall:
+                frac = min(frac, 0.5)
             pose = tuple(s + (t - s) * frac for s, t in zip(start, target, strict=True))
             if stop_requested() or self._halt.is_set():
                 with self._lock:
@@ -238,13 +282,31 @@ class SimStage(StageBackend):
             with self._lock:
                 self._moving_pose = pose
             progress(pose)
-            time.sleep(min(self.tick, max(0.0, wall_total - elapsed)))
+            time.sleep(self.tick if stall else min(self.tick, max(0.0, wall_total - elapsed)))
         with self._lock:
             self._stage = planned
             self._moving_pose = None
             reached = self._settled()
         progress(reached)
         return MoveResult(reached, sim_duration)
+
+    def has_endstops(self) -> bool:
+        """True when the simulated switches are on (`endstops`)."""
+        return self.endstops
+
+    def seek_endstops(self, stop_requested: StopRequested = lambda: False) -> Pose:
+        """Drive z up to its top, then x and y to their minimum: the simulated switches."""
+        if not self.endstops:
+            return super().seek_endstops(stop_requested)
+        lim = self._stage.limits
+        x, y, _ = self.position()
+        for target in ((x, y, lim.z_max_m), (lim.x_min_m, y, lim.z_max_m)):
+            if self.move(target, 1.0, stop_requested).stopped:
+                raise BackendError("homing stopped while seeking the sim endstops")
+        switches = (lim.x_min_m, lim.y_min_m, lim.z_max_m)
+        if self.move(switches, 1.0, stop_requested).stopped:
+            raise BackendError("homing stopped while seeking the sim endstops")
+        return switches
 
     def home_target(self) -> Pose:
         """The slide centre at z = 0 (the simulator's start pose)."""
