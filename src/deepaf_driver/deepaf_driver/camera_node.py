@@ -3,9 +3,18 @@
 Topics (relative, so a namespace per microscope works):
     camera/image_raw (sensor_msgs/Image) and camera/camera_info (CameraInfo), both reliable
     keep-last 5 (`deepaf_driver.qos.PREVIEW_QOS`: best effort loses large frames),
+    camera/pose (geometry_msgs/PointStamped, `POSE_QOS`): the stage pose every preview was
+    exposed at [m] (x = stage_x, y = stage_y, z = focus_z; frame_id "stage"), with the same
+    header stamp as its image, published just before it; NaN until joint_states arrive,
     joint_states (subscribed: the pose the sim renders at, and stage_position of captures),
     /diagnostics.
-Services: camera/capture (deepaf_msgs/CaptureImage).
+Services: camera/capture (deepaf_msgs/CaptureImage); its `stage_position` is the pose at
+exposure, as for previews.
+
+The pose of a frame is the latest joint_states when its exposure starts (the sim renders at
+exactly that pose). A frame exposed while the stage moves is tagged with a pose the stage is
+passing through; consumers compare the tag with the pose they commanded and wait for a frame
+that matches (the planner's `pose_tolerance_*` parameters).
 
 Backend calls for a capture run in a worker thread bounded by the request's timeout, so a
 camera that stops answering fails that request with a clear message and the node keeps
@@ -21,12 +30,14 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from deepaf_driver.backends import camera_class
 from deepaf_driver.backends.base import CameraBackend, Pose
+from deepaf_driver.backends.sim import SCAN_SLIDE
 from deepaf_driver.conversions import (
     NAN_POSE,
     OPTICAL_FRAME,
@@ -34,9 +45,10 @@ from deepaf_driver.conversions import (
     image_to_msg,
     joint_state_to_pose,
     point,
+    pose_stamped,
 )
 from deepaf_driver.node_support import Param, declare_all, diagnostic_array, exit_with, run_node
-from deepaf_driver.qos import PREVIEW_QOS
+from deepaf_driver.qos import POSE_QOS, PREVIEW_QOS
 from deepaf_msgs.srv import CaptureImage
 
 #: Longest capture timeout a request may ask for [s] (also the capture_timeout parameter's top).
@@ -60,6 +72,7 @@ PARAMETERS = (
     Param("profile", "4x", "sim: optics profile (4x | 20x)"),
     Param("sim_protocol", "lab_a_standard", "sim: staining protocol preset"),
     Param("sim_slide_seed", 0, "sim: which virtual slide", (0, 2**31 - 1)),
+    Param("sim_slide", SCAN_SLIDE, "sim: the virtual slide's artefacts (realistic | plain)"),
     Param("noise", True, "sim: shot and read noise (false: exactly reproducible frames)"),
     Param("sim_fault", "", "sim: injected fault for tests ('' | hang_capture | hang_preview)"),
     Param("device", "0", "opencv: V4L2 index or device path"),
@@ -85,6 +98,7 @@ class CameraNode(Node):
                 profile=p["profile"],
                 protocol=p["sim_protocol"],
                 slide_seed=p["sim_slide_seed"],
+                slide=p["sim_slide"],
                 noise=p["noise"],
                 fault=p["sim_fault"],
             )
@@ -102,6 +116,7 @@ class CameraNode(Node):
 
         self._image_pub = self.create_publisher(Image, "camera/image_raw", PREVIEW_QOS)
         self._info_pub = self.create_publisher(CameraInfo, "camera/camera_info", PREVIEW_QOS)
+        self._pose_pub = self.create_publisher(PointStamped, "camera/pose", POSE_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, 10)
         self.create_service(
@@ -141,9 +156,10 @@ class CameraNode(Node):
         while not self._closing.is_set():
             # Stamp at exposure start, with the pose it is rendered at: a frame that was being
             # rendered while the stage moved must not look newer than the move.
+            pose = self._pose
             stamp = self.get_clock().now().to_msg()
             try:
-                frame = self._backend.preview(self._pose)
+                frame = self._backend.preview(pose)
             except Exception as exc:  # a failing backend must not end the stream thread
                 if self._closing.is_set():
                     break
@@ -158,10 +174,16 @@ class CameraNode(Node):
             else:
                 msg.header.stamp = stamp
                 msg.header.frame_id = self._frame_id
-            self._image_pub.publish(msg)
-            self._info_pub.publish(
-                camera_info(msg.width, msg.height, stamp, self._frame_id, self._focal_px)
-            )
+            try:
+                self._pose_pub.publish(pose_stamped(pose, stamp))  # before its image: pairs
+                self._image_pub.publish(msg)
+                self._info_pub.publish(
+                    camera_info(msg.width, msg.height, stamp, self._frame_id, self._focal_px)
+                )
+            except Exception:  # RCLError, InvalidHandle
+                if self.context.ok() and not self._closing.is_set():
+                    raise
+                break  # Ctrl-C shut the context down before destroy_node stopped this thread
             self._stats["frames"] += 1
             window_frames += 1
             now = time.monotonic()

@@ -8,7 +8,9 @@ element by element (100-400 ms at 720p): never do either.
 padding, one conversion otherwise.
 
 Joints: the stage's joints are `stage_x`, `stage_y` and `focus_z` (metres, REP-103), in that
-order (`JOINT_NAMES`). Poses travel as `(x, y, z)` tuples of floats.
+order (`JOINT_NAMES`). Poses travel as `(x, y, z)` tuples of floats, and a frame's pose at
+exposure as a geometry_msgs/PointStamped (`pose_stamped`) in `STAGE_FRAME`, stamped like the
+frame, so a subscriber pairs the two by `stamp_ns`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, PointStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
 #: Joint names of the stage, in (x, y, z) order.
@@ -30,6 +32,9 @@ JOINT_NAMES: tuple[str, str, str] = (JOINT_X, JOINT_Y, JOINT_Z)
 
 #: Default optical frame of the camera (REP-103 optical frame: z forward, x right, y down).
 OPTICAL_FRAME = "camera_optical_frame"
+
+#: frame_id of stage poses (x = stage_x, y = stage_y, z = focus_z joint positions [m]).
+STAGE_FRAME = "stage"
 
 Pose = tuple[float, float, float]
 
@@ -161,6 +166,19 @@ def point(pose: Sequence[float]) -> Point:
 def point_to_pose(msg: Point) -> Pose:
     """Return the (x, y, z) pose of a geometry_msgs/Point."""
     return (float(msg.x), float(msg.y), float(msg.z))
+
+
+def pose_stamped(pose: Sequence[float], stamp: Time) -> PointStamped:
+    """The stage pose [m] a frame was exposed at, stamped with the frame's own header stamp."""
+    msg = PointStamped(point=point(pose))
+    msg.header.stamp = stamp
+    msg.header.frame_id = STAGE_FRAME
+    return msg
+
+
+def stamp_ns(stamp: Time) -> int:
+    """A builtin_interfaces/Time as integer nanoseconds (0 for an unset stamp)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def joint_state(pose: Sequence[float], stamp: Time, velocity: Sequence[float] = ()) -> JointState:

@@ -175,6 +175,71 @@ def test_preview_stream_is_stamped_with_camera_info(ros_node, namespace):
         assert (infos[-1].width, infos[-1].height) == (1280, 720)
 
 
+def test_every_preview_is_paired_with_the_pose_it_was_exposed_at(ros_node, namespace):
+    """camera/pose carries each preview's stage pose, stamped like its image; after a move
+    the frames tagged with the new pose are the ones rendered there."""
+    from deepaf_driver.conversions import STAGE_FRAME, point_to_pose, stamp_ns
+    from deepaf_driver.qos import POSE_QOS
+    from geometry_msgs.msg import PointStamped
+
+    from deepaf_msgs.action import MoveStage
+
+    small = ("preview_width:=320", "preview_height:=180", "preview_rate:=10.0", "noise:=false")
+    with (
+        NodeProcess(STAGE, _args(namespace, "time_scale:=0.05")) as stage,
+        NodeProcess(CAMERA, _args(namespace, *small)) as cam,
+    ):
+        frames: dict[int, Image] = {}
+        poses: dict[int, PointStamped] = {}
+        ros_node.create_subscription(
+            Image,
+            f"{namespace}/camera/image_raw",
+            lambda m: frames.__setitem__(stamp_ns(m.header.stamp), m),
+            PREVIEW_QOS,
+        )
+        ros_node.create_subscription(
+            PointStamped,
+            f"{namespace}/camera/pose",
+            lambda m: poses.__setitem__(stamp_ns(m.header.stamp), m),
+            POSE_QOS,
+        )
+        mover = ActionClient(ros_node, MoveStage, f"{namespace}/stage/move")
+        assert mover.wait_for_server(timeout_sec=30), stage.output()
+        scope = make_microscope(*SIM, preview_size=(320, 180), capture_size=(4056, 3040))
+        x, y = scope.random_tissue_position(np.random.default_rng(5))
+        step = scope.stage.z_step_m
+        target = (x, y, round(float(scope.best_focus_z(x, y)) / step) * step)
+        handle = wait_future(
+            ros_node,
+            mover.send_goal_async(MoveStage.Goal(x=target[0], y=target[1], z=target[2])),
+            10,
+            "goal",
+        )
+        result = wait_future(ros_node, handle.get_result_async(), 20, "move").result
+        assert result.error_code == MoveStage.Result.CODE_SUCCEEDED, result.message
+        reached = point_to_pose(result.position)
+
+        def tagged_at_target() -> list[int]:
+            return [s for s in frames if s in poses and point_to_pose(poses[s].point) == reached]
+
+        spin_until(ros_node, lambda: tagged_at_target(), 30, cam.output() + "a frame at the pose")
+        stamp = tagged_at_target()[0]
+        assert poses[stamp].header.frame_id == STAGE_FRAME
+        np.testing.assert_array_equal(
+            msg_to_rgb(frames[stamp]), scope.preview(*reached, noise=False)
+        )
+        assert set(frames) <= set(poses) | {max(frames)}  # every frame has its pose (bar the
+        # newest, whose pose may still be on its way), same stamp, and no pose without a frame
+        paired = sorted(set(frames) & set(poses))
+        assert len(paired) >= 2
+        for s in paired[:-1]:
+            pose = point_to_pose(poses[s].point)
+            if pose != reached:  # exposed during the move or before it: not the target image
+                assert not np.array_equal(
+                    msg_to_rgb(frames[s]), scope.preview(*reached, noise=False)
+                )
+
+
 @pytest.mark.parametrize(
     ("param", "reason"),
     [

@@ -130,3 +130,81 @@ def test_corrupt_or_missing_model_stops_the_node_with_the_reason(namespace, tmp_
         assert node.proc.wait(timeout=60) == 2
         assert words in node.output() and "cannot" in node.output()
         node.stop()
+
+
+def _graph_args(namespace, model_path, *camera_params):
+    cam = ["-r", f"__ns:={namespace}", "-p", "profile:=4x"]
+    for p in camera_params:
+        cam += ["-p", p]
+    focus = ["-r", f"__ns:={namespace}", "-p", f"model:={model_path}"]
+    return cam, focus
+
+
+def test_concurrent_latest_preview_goals_all_get_a_frame(ros_node, namespace, model_path):
+    """More waiting goals than executor threads (4) used to starve the image subscription:
+    2 to 4 of 6 failed with "no preview within 5.0 s" while the camera streamed at 30 Hz."""
+    cam, focus = _graph_args(namespace, model_path, "preview_rate:=30.0", "noise:=false",
+                             "preview_width:=640", "preview_height:=360")  # fmt: skip
+    with (
+        NodeProcess(["-m", "deepaf_driver.camera_node"], cam),
+        NodeProcess(["-m", "deepaf_focus.focus_server"], focus) as server,
+    ):
+        client = ActionClient(ros_node, PredictFocus, f"{namespace}/focus/predict")
+        assert client.wait_for_server(timeout_sec=60), server.output()
+        warm = _predict(ros_node, client, PredictFocus.Goal(use_latest_preview=True), 60)
+        assert warm.success, warm.message  # the stream is up
+        for _ in range(2):
+            futures = [
+                client.send_goal_async(PredictFocus.Goal(use_latest_preview=True)) for _ in range(6)
+            ]
+            handles = [wait_future(ros_node, f, 30, "goal response") for f in futures]
+            assert all(h.accepted for h in handles)
+            results = [wait_future(ros_node, h.get_result_async(), 60, "result").result
+                       for h in handles]  # fmt: skip
+            failed = [r.message for r in results if not r.success]
+            assert not failed, failed
+        assert server.alive()
+
+
+def test_preview_stamp_goals_use_the_held_frame_or_say_it_is_gone(ros_node, namespace, model_path):
+    from deepaf_driver.conversions import stamp_ns
+    from deepaf_driver.qos import PREVIEW_QOS
+    from sensor_msgs.msg import Image
+
+    cam, focus = _graph_args(namespace, model_path, "preview_rate:=10.0", "noise:=false",
+                             "preview_width:=640", "preview_height:=360")  # fmt: skip
+    frames: list[Image] = []
+    ros_node.create_subscription(Image, f"{namespace}/camera/image_raw", frames.append, PREVIEW_QOS)
+    with (
+        NodeProcess(["-m", "deepaf_driver.stage_node"], ["-r", f"__ns:={namespace}"]),
+        NodeProcess(["-m", "deepaf_driver.camera_node"], cam),
+        NodeProcess(["-m", "deepaf_focus.focus_server"], focus) as server,
+    ):
+        client = ActionClient(ros_node, PredictFocus, f"{namespace}/focus/predict")
+        assert client.wait_for_server(timeout_sec=60), server.output()
+        assert _predict(ros_node, client, PredictFocus.Goal(use_latest_preview=True), 60).success
+        spin_until(ros_node, lambda: len(frames) >= 2, 30, "previews")
+        frame = frames[-1]
+        by_stamp = _predict(ros_node, client, PredictFocus.Goal(preview_stamp=frame.header.stamp))
+        assert by_stamp.success and not by_stamp.frame_unavailable, by_stamp.message
+        assert stamp_ns(by_stamp.prediction.header.stamp) == stamp_ns(frame.header.stamp)
+        assert math.isfinite(by_stamp.prediction.focus_z)  # the frame's camera/pose z
+        sent = _predict(ros_node, client, PredictFocus.Goal(image=frame, focus_z=0.0))
+        assert sent.prediction.status == by_stamp.prediction.status
+        if sent.prediction.status == FocusPrediction.STATUS_OK:  # the very same frame
+            assert by_stamp.prediction.offset == pytest.approx(sent.prediction.offset, abs=1e-12)
+
+        gone = frame.header.stamp
+        gone.nanosec = (gone.nanosec + 1) % 1_000_000_000  # never published, older than newest
+        lost = _predict(ros_node, client, PredictFocus.Goal(preview_stamp=gone), 10)
+        assert not lost.success and lost.frame_unavailable
+        assert "is not held" in lost.message and "send the image" in lost.message
+        assert lost.prediction.status == FocusPrediction.STATUS_INVALID
+
+        future = ros_node.get_clock().now().to_msg()
+        future.sec += 60
+        t0 = ros_node.get_clock().now().nanoseconds
+        late = _predict(ros_node, client, PredictFocus.Goal(preview_stamp=future), 10)
+        assert not late.success and late.frame_unavailable and "1.0 s" in late.message
+        assert (ros_node.get_clock().now().nanoseconds - t0) * 1e-9 < 5.0
+        assert server.alive()

@@ -11,7 +11,9 @@ An output directory holds:
   killed process never leaves a half-written tile that the journal counts.
 
 A truncated last journal line (killed mid-write; cut off when the journal is reopened) and
-records whose image is missing are ignored, so those fields are simply redone.
+records whose image is missing are ignored, so those fields are simply redone. A finished
+line that is not a tile record, or a record whose image lies outside the scan directory,
+fails the resume with the file and line number (nothing from outside is ever used).
 """
 
 from __future__ import annotations
@@ -60,30 +62,53 @@ def _drop_partial_line(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
+def image_inside(out_dir: Path, image_path: str) -> bool:
+    """Whether a record's image path stays inside the scan directory (symlinks resolved)."""
+    root = Path(out_dir).resolve()
+    try:
+        (root / image_path).resolve().relative_to(root)
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
 def load_journal(out_dir: str | Path) -> dict[int, TileRecord]:
     """The finished tiles of a scan directory, by index (the last record of an index wins).
 
-    Records of tissue tiles whose image file is missing, and an unreadable (truncated)
-    last line, are ignored.
+    Records of tissue tiles whose image file is missing are ignored (redone), and so is an
+    unfinished last line (no newline: the writer was killed while appending).
 
     Raises:
-        ValueError: when a line other than the last is corrupt.
+        ValueError: naming the file and line, when a finished line is not a tile record
+            (not JSON, not an object, a field of the wrong type, ...) or names an image
+            outside the scan directory.
     """
     out_dir = Path(out_dir)
     path = out_dir / TILES_JOURNAL
     if not path.exists():
         return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    unfinished = len(lines) - 1 if not data.endswith(b"\n") else -1
     done: dict[int, TileRecord] = {}
-    for n, line in enumerate(lines):
-        if not line.strip():
+    for n, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            rec = TileRecord.from_dict(json.loads(line))
-        except (json.JSONDecodeError, ValueError) as e:
-            if n == len(lines) - 1:
+            rec = TileRecord.from_dict(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+            if n == unfinished:
                 break  # killed while appending: that tile is redone
-            raise ValueError(f"{path}:{n + 1} is corrupt ({e}); remove the line to resume") from e
+            raise ValueError(
+                f"{path}:{n + 1} is not a tile record ({e}); remove the line to resume "
+                "(that tile is then redone)"
+            ) from None
+        if rec.image_path and not image_inside(out_dir, rec.image_path):
+            raise ValueError(
+                f"{path}:{n + 1} names the image {rec.image_path!r}, outside the scan "
+                f"directory {out_dir}; refusing that record (remove the line to redo tile "
+                f"{rec.index})"
+            )
         if rec.has_tissue and not (rec.image_path and (out_dir / rec.image_path).is_file()):
             continue
         done[rec.index] = rec
@@ -220,6 +245,11 @@ class ScanJournal:
             ValueError: when a tissue record's image is not in the output directory.
         """
         record = TileRecord.coerce(record)
+        if record.image_path and not image_inside(self.out_dir, record.image_path):
+            raise ValueError(
+                f"tile {record.index}: image {record.image_path!r} is outside the scan "
+                f"directory {self.out_dir}"
+            )
         if record.has_tissue and not (self.out_dir / record.image_path).is_file():
             raise ValueError(
                 f"tile {record.index}: image {record.image_path!r} is missing; "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -60,6 +61,27 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
+
+
+def _field_value(name: str, kind: str, v: Any) -> Any:
+    """A TileRecord field read back from JSON, checked against its type ("int", "float",
+    "bool" or "str"; ``None`` is NaN for floats).
+
+    Raises:
+        ValueError: the value does not have that type.
+    """
+    if kind == "float" and v is None:
+        return math.nan
+    flag = type(v).__name__ in ("bool", "bool_")  # numpy's bool too
+    check, convert = {
+        "int": (isinstance(v, numbers.Integral) and not flag, int),
+        "float": (isinstance(v, numbers.Real) and not flag, float),
+        "bool": (flag, bool),
+        "str": (isinstance(v, str), str),
+    }.get(kind, (True, lambda x: x))
+    if not check:
+        raise ValueError(f"{name} must be {'an' if kind == 'int' else 'a'} {kind}, got {v!r}")
+    return convert(v)
 
 
 @dataclass(frozen=True)
@@ -123,14 +145,18 @@ class TileRecord:
     def from_dict(cls, d: Mapping[str, Any]) -> TileRecord:
         """Inverse of :meth:`to_dict` (``None`` back to NaN; unknown keys ignored).
 
+        Integers are accepted where floats are expected; nothing else is coerced.
+
         Raises:
-            ValueError: when a required key is missing.
+            ValueError: when `d` is not a mapping, a required key is missing, or a value has
+                the wrong type (an index that is a string, a flag that is a number, ...).
         """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a tile record is a JSON object, not {type(d).__name__} {d!r}")
         kw = {}
         for f in fields(cls):
             if f.name in d:
-                v = d[f.name]
-                kw[f.name] = math.nan if v is None and f.type in ("float", float) else v
+                kw[f.name] = _field_value(f.name, str(f.type), d[f.name])
         try:
             return cls(**kw)
         except TypeError as e:

@@ -4,7 +4,21 @@ focus/predict. Implements :class:`deepaf_planner.scanner.Microscope` for the sca
 Every call is blocking with a bounded wait and raises :class:`HardwareError` with the reason
 (which server did not answer, which goal was rejected); it must be called from an executor
 thread other than the ones serving its clients (the planner node uses a MultiThreadedExecutor
-and reentrant callback groups).
+and reentrant callback groups). An action goal never outlives its wait (`_goal_result`): a
+result that does not come in time is cancelled on the server, and the stage has stopped when
+the HardwareError is raised; a server that goes away mid-goal fails the wait at once.
+
+Pose-tagged frames: the camera publishes, for every preview, the stage pose it was exposed at
+on camera/pose (same stamp as the image), and returns it with every capture
+(`stage_position`). A preview or capture is used only when that pose matches the commanded
+one (the pose the last MoveStage result reported) within `pose_tolerance` (x/y, z) [m];
+otherwise the next frame is awaited (bounded by the preview timeout) and then the call fails
+with both poses, so a frame rendered at the old pose, or a stage moved by another client while
+a scan waits, never becomes a tile.
+
+Predictions of a preview name it by its stamp (PredictFocus `preview_stamp`): the focus server
+holds the frame already, so the 2.7 MB image does not travel back. When the server no longer
+holds it (`frame_unavailable`), the image is sent after all.
 """
 
 from __future__ import annotations
@@ -13,10 +27,19 @@ import contextlib
 import math
 import threading
 import time
+from collections import OrderedDict, deque
 from typing import Any
 
 import numpy as np
-from deepaf_driver.conversions import image_to_msg, joint_state_to_pose, msg_to_rgb
+from deepaf_driver.conversions import (
+    image_to_msg,
+    joint_state_to_pose,
+    msg_to_rgb,
+    point_to_pose,
+    stamp_ns,
+)
+from deepaf_driver.qos import POSE_QOS
+from geometry_msgs.msg import PointStamped
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -35,8 +58,12 @@ _STATUS = {
 }
 
 
-def _stamp_ns(msg: Image) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+#: Default pose tolerance (x/y, z) [m] when the planner gives none.
+DEFAULT_POSE_TOLERANCE = (0.1e-6, 0.1e-6)
+
+
+def _mm(pose: tuple[float, float, float]) -> str:
+    return "(" + ", ".join(f"{v * 1e3:.4f}" for v in pose) + ") mm"
 
 
 def _wait(future: Any, timeout: float, what: str) -> Any:
@@ -50,6 +77,82 @@ def _wait(future: Any, timeout: float, what: str) -> Any:
     if exc is not None:
         raise HardwareError(f"{what}: {exc}")
     return future.result()
+
+
+#: [s] how long a caller that gives up waits for its cancel to be confirmed, and then for the
+#: goal's final result (the stage has stopped when it comes).
+CANCEL_WAIT = 3.0
+#: [s] an action server absent this long while its goal runs has gone (stopped or crashed).
+SERVER_GONE = 1.0
+
+
+def _cancel_late(send_future: Any) -> None:
+    """Cancel a goal the server accepted after its caller stopped waiting for the answer."""
+    with contextlib.suppress(Exception):
+        handle = send_future.result()
+        if handle is not None and handle.accepted:
+            handle.cancel_goal_async()
+
+
+def _cancel_goal(handle: Any, finished: threading.Event, result_future: Any) -> str:
+    """Cancel a running goal and wait briefly for its end; return what happened, for messages."""
+    cancel = handle.cancel_goal_async()
+    answered = threading.Event()
+    cancel.add_done_callback(lambda _: answered.set())
+    if not answered.wait(CANCEL_WAIT):
+        return f"cancel sent, not confirmed within {CANCEL_WAIT:.0f} s"
+    if not finished.wait(CANCEL_WAIT):
+        return f"goal cancelled; its result did not arrive within {CANCEL_WAIT:.0f} s"
+    position = getattr(result_future.result().result, "position", None)
+    if position is None:
+        return "goal cancelled"
+    return f"goal cancelled; stopped at {_mm((position.x, position.y, position.z))}"
+
+
+def _goal_result(client: ActionClient, goal: Any, timeout: float, what: str) -> Any:
+    """Send an action goal and return its wrapped result; the goal never outlives the wait.
+
+    Acceptance and result are each bounded by `timeout`. A result that does not come in time
+    is cancelled on the server (cancel_goal_async) and its end awaited up to CANCEL_WAIT, so
+    the stage has stopped when this raises; a goal accepted after its send timed out is
+    cancelled when the acceptance arrives; a server that vanishes while its goal runs fails
+    the wait after SERVER_GONE instead of at the timeout.
+
+    Raises:
+        HardwareError: no answer, rejected, timed out (cancelled), or the server went away.
+    """
+    send = client.send_goal_async(goal)
+    sent = threading.Event()
+    send.add_done_callback(lambda _: sent.set())
+    if not sent.wait(timeout):
+        send.add_done_callback(_cancel_late)
+        raise HardwareError(f"{what} goal: no answer within {timeout:.1f} s")
+    if send.exception() is not None:
+        raise HardwareError(f"{what} goal: {send.exception()}")
+    handle = send.result()
+    if not handle.accepted:
+        raise HardwareError(f"{what} rejected the goal")
+    result = handle.get_result_async()
+    finished = threading.Event()
+    result.add_done_callback(lambda _: finished.set())
+    deadline = time.monotonic() + timeout
+    gone_since = None
+    while not finished.wait(max(0.0, min(0.25, deadline - time.monotonic()))):
+        now = time.monotonic()
+        if now >= deadline:
+            raise HardwareError(
+                f"{what}: no result within {timeout:.1f} s; "
+                + _cancel_goal(handle, finished, result)
+            )
+        if client.server_is_ready():
+            gone_since = None
+        elif gone_since is None:
+            gone_since = now
+        elif now - gone_since >= SERVER_GONE:
+            raise HardwareError(f"{what}: the server went away while the goal ran")
+    if result.exception() is not None:
+        raise HardwareError(f"{what} result: {result.exception()}")
+    return result.result()
 
 
 class RosMicroscope:
@@ -70,14 +173,24 @@ class RosMicroscope:
         self._predict = ActionClient(node, PredictFocus, "focus/predict", callback_group=group)
         self._capture = node.create_client(CaptureImage, "camera/capture", callback_group=group)
         self._lock = threading.Condition()
-        self._frame: Image | None = None
-        self._frame_time = 0.0
+        self._frames: deque[Image] = deque(maxlen=8)  # newest previews
+        self._frame_poses: OrderedDict[int, tuple[float, float, float]] = OrderedDict()
         self._pose: tuple[float, float, float] | None = None
+        self._commanded: tuple[float, float, float] | None = None  # the last move's result
+        #: [m] (x/y, z): how far a frame's pose may be from the commanded one
+        self.pose_tolerance = DEFAULT_POSE_TOLERANCE
+        #: refer to previews by stamp in predictions (False: send the image, as before)
+        self.predict_by_stamp = True
+        #: PredictFocus goals sent / of them with the image, and the image bytes sent
+        self.predict_stats = {"goals": 0, "with_image": 0, "image_bytes": 0, "by_stamp_miss": 0}
         self._full_pub = node.create_publisher(
             Image, "camera/image_full", QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
         )
         node.create_subscription(
             Image, "camera/image_raw", self._on_frame, qos_profile_sensor_data, callback_group=group
+        )
+        node.create_subscription(
+            PointStamped, "camera/pose", self._on_frame_pose, POSE_QOS, callback_group=group
         )
         node.create_subscription(
             JointState, "joint_states", self._on_joints, 10, callback_group=group
@@ -89,9 +202,17 @@ class RosMicroscope:
 
     # -- subscriptions -------------------------------------------------------------------
     def _on_frame(self, msg: Image) -> None:
-        """Keep the newest preview."""
+        """Keep the newest previews."""
         with self._lock:
-            self._frame, self._frame_time = msg, time.monotonic()
+            self._frames.append(msg)
+            self._lock.notify_all()
+
+    def _on_frame_pose(self, msg: PointStamped) -> None:
+        """Keep the stage pose of each preview at exposure, by the preview's stamp."""
+        with self._lock:
+            self._frame_poses[stamp_ns(msg.header.stamp)] = point_to_pose(msg.point)
+            while len(self._frame_poses) > 64:
+                self._frame_poses.popitem(last=False)
             self._lock.notify_all()
 
     def _on_joints(self, msg: JointState) -> None:
@@ -169,43 +290,112 @@ class RosMicroscope:
             timeout_sec=self._t["discovery"]
         ):
             raise HardwareError("stage/move: the stage node is not running")
-        handle = _wait(self._move.send_goal_async(goal), self._t["move"], "stage/move goal")
-        if not handle.accepted:
-            raise HardwareError(
-                f"stage/move rejected the goal to {(x, y, z)} (outside the "
-                "soft limits or stage stopped)"
-            )
-        result = _wait(handle.get_result_async(), self._t["move"], "stage/move result").result
+        result = _goal_result(self._move, goal, self._t["move"], "stage/move").result
         if result.error_code != MoveStage.Result.CODE_SUCCEEDED:
             raise HardwareError(f"stage/move failed: {result.message}")
         p = result.position
         self._pose = (p.x, p.y, p.z)
+        self._commanded = self._pose  # frames must show this pose
         self._moved_at = time.monotonic()
         return Moved((p.x, p.y, p.z), float(result.duration))
 
-    def preview(self) -> Frame:
-        """Return the first preview exposed after this call (so after any move it follows).
+    def _at_commanded(self, pose: tuple[float, float, float]) -> bool:
+        """Whether a frame's pose is the commanded one within `pose_tolerance`."""
+        if self._commanded is None:  # nothing commanded yet: any pose will do
+            return True
+        xy, z = self.pose_tolerance
+        c = self._commanded
+        return abs(pose[0] - c[0]) <= xy and abs(pose[1] - c[1]) <= xy and abs(pose[2] - c[2]) <= z
 
-        A frame counts when its header stamp (exposure start) is later than the call by
-        `pose_latency`, the time the camera needs to hear the stage's new joint_states.
+    def _pose_error(self, what: str, pose: tuple[float, float, float]) -> str:
+        """The message for a frame exposed away from the commanded pose."""
+        xy, z = self.pose_tolerance
+        return (
+            f"{what} shows the stage at {_mm(pose)}, not at the commanded {_mm(self._commanded)} "
+            f"(tolerance {xy * 1e6:.3g} um in x/y, {z * 1e6:.3g} um in z): another client moved "
+            "the stage, or it did not stay where it reported; frame not used"
+        )
+
+    def preview(self) -> Frame:
+        """Return the first preview exposed after this call at the commanded pose.
+
+        A frame counts when its header stamp (exposure start) is not before the call and its
+        camera/pose (the pose it was exposed at) matches the pose the last move reached,
+        within `pose_tolerance`. Frames at another pose are skipped until the preview timeout;
+        then HardwareError says where the frames were.
         """
-        requested = time.monotonic()
-        not_before = self._node.get_clock().now().nanoseconds + int(self.pose_latency * 1e9)
-        deadline = requested + self._t["preview"]
+        not_before = self._node.get_clock().now().nanoseconds
+        deadline = time.monotonic() + self._t["preview"]
+        fresh: set[int] = set()  # stamps of frames exposed after the call ...
+        untagged: set[int] = set()  # ... of them without a camera/pose (so far)
+        elsewhere = None  # the newest pose seen that is not the commanded one
         with self._lock:
-            while self._frame is None or _stamp_ns(self._frame) < not_before:
+            while True:
+                msg, newest_elsewhere = None, None
+                for frame in reversed(self._frames):
+                    stamp = stamp_ns(frame.header.stamp)
+                    if stamp < not_before:
+                        break
+                    fresh.add(stamp)
+                    pose = self._frame_poses.get(stamp)
+                    if pose is None:
+                        untagged.add(stamp)
+                    elif self._at_commanded(pose):
+                        msg = frame
+                        break
+                    else:
+                        untagged.discard(stamp)
+                        newest_elsewhere = newest_elsewhere or pose
+                if msg is not None:
+                    break
+                elsewhere = newest_elsewhere or elsewhere
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise HardwareError(
-                        f"camera/image_raw: no fresh preview within {self._t['preview']:.1f} s"
-                    )
+                    raise HardwareError(self._no_preview(fresh, untagged, elsewhere))
+                self._check_running()
                 self._lock.wait(min(left, 0.1))
-            msg = self._frame
         return Frame(msg_to_rgb(msg), self.preview_time, msg)
 
+    def _check_running(self) -> None:
+        """Raise once the node's context is shut down (Ctrl-C): no preview will come."""
+        if not self._node.context.ok():
+            raise HardwareError("the planner is shutting down (ROS context shut down)")
+
+    def _no_preview(self, fresh: set[int], untagged: set[int], elsewhere) -> str:
+        """Why preview() found no usable frame within the preview timeout."""
+        wait = f"{self._t['preview']:.1f} s"
+        if not fresh:
+            return f"camera/image_raw: no fresh preview within {wait}"
+        head = f"camera/image_raw: no preview at the commanded pose within {wait}"
+        if elsewhere is not None:
+            return f"{head}: {self._pose_error('the newest preview', elsewhere)}"
+        if untagged == fresh:
+            return (
+                f"{head}: {len(fresh)} fresh previews but no stage pose for them on camera/pose "
+                "(a camera node that does not tag its frames with the pose)"
+            )
+        return head
+
+    def _camera_heard(self, deadline: float) -> bool:
+        """Wait until the camera tags a preview with the commanded pose (or `deadline`)."""
+        with self._lock:
+            while not any(self._at_commanded(p) for p in list(self._frame_poses.values())[-4:]):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._check_running()
+                self._lock.wait(min(left, 0.1))
+        return True
+
     def capture(self) -> Frame:
-        """Full-resolution still through camera/capture (reliable)."""
-        request = CaptureImage.Request(timeout=self._t["capture"])
+        """Full-resolution still through camera/capture (reliable), at the commanded pose.
+
+        The capture's `stage_position` must match the pose the last move reached within
+        `pose_tolerance`. A capture exposed elsewhere (the camera had not heard the new
+        joint_states yet) is retaken once the camera's previews show the commanded pose;
+        still elsewhere after the preview timeout, HardwareError says where it was.
+        """
+        request = CaptureImage.Request(timeout=float(self._t["capture"]))
         settle = self._moved_at + self.pose_latency - time.monotonic()
         if settle > 0:  # let the camera hear the pose the stage reached
             time.sleep(settle)
@@ -213,11 +403,18 @@ class RosMicroscope:
             timeout_sec=self._t["discovery"]
         ):
             raise HardwareError("camera/capture: the camera node is not running")
-        response = _wait(
-            self._capture.call_async(request), self._t["capture"] + 5.0, "camera/capture"
-        )
-        if not response.success:
-            raise HardwareError(f"camera/capture failed: {response.message}")
+        deadline = time.monotonic() + self._t["preview"]
+        for attempt in range(2):
+            response = _wait(
+                self._capture.call_async(request), self._t["capture"] + 5.0, "camera/capture"
+            )
+            if not response.success:
+                raise HardwareError(f"camera/capture failed: {response.message}")
+            pose = point_to_pose(response.stage_position)
+            if self._at_commanded(pose):
+                break
+            if attempt or not self._camera_heard(deadline):
+                raise HardwareError("camera/capture: " + self._pose_error("the capture", pose))
         if self.publish_full:
             self._full_pub.publish(response.image)
         return Frame(msg_to_rgb(response.image), float(response.exposure_time), response.image)
@@ -234,26 +431,41 @@ class RosMicroscope:
         return str(backend)
 
     def predict_focus(self, frame: Frame, focus_z: float) -> FocusDecision:
-        """Ask the focus server for the offset of this preview."""
-        image = (
-            frame.msg
-            if frame.msg is not None
-            else image_to_msg(
-                np.ascontiguousarray(frame.rgb), self._node.get_clock().now().to_msg(), "camera"
-            )
-        )
-        goal = PredictFocus.Goal(use_latest_preview=False, image=image, focus_z=float(focus_z))
+        """Ask the focus server for the offset of this frame.
+
+        A preview from camera/image_raw is named by its stamp (the server holds it); any other
+        frame, or a preview the server no longer holds, travels in the goal.
+        """
         if not self._predict.server_is_ready() and not self._predict.wait_for_server(
             timeout_sec=self._t["discovery"]
         ):
             raise HardwareError("focus/predict: the focus server is not running")
         start = time.monotonic()
-        handle = _wait(
-            self._predict.send_goal_async(goal), self._t["predict"], "focus/predict goal"
-        )
-        if not handle.accepted:
-            raise HardwareError("focus/predict rejected the goal")
-        wrapped = _wait(handle.get_result_async(), self._t["predict"], "focus/predict result")
+        wrapped = None
+        if self.predict_by_stamp and self._is_preview(frame):
+            goal = PredictFocus.Goal(preview_stamp=frame.msg.header.stamp, focus_z=float(focus_z))
+            wrapped = self._send_predict(goal)
+            if wrapped.result.frame_unavailable:
+                self.predict_stats["by_stamp_miss"] += 1
+                self._node.get_logger().warning(
+                    f"focus/predict: {wrapped.result.message}; sending the image",
+                    throttle_duration_sec=10.0,
+                )
+                wrapped = None
+        if wrapped is None:
+            image = (
+                frame.msg
+                if frame.msg is not None
+                else image_to_msg(
+                    np.ascontiguousarray(frame.rgb),
+                    self._node.get_clock().now().to_msg(),
+                    "camera",
+                )
+            )
+            self.predict_stats["with_image"] += 1
+            self.predict_stats["image_bytes"] += len(image.data)
+            goal = PredictFocus.Goal(use_latest_preview=False, image=image, focus_z=float(focus_z))
+            wrapped = self._send_predict(goal)
         pred = wrapped.result.prediction
         return FocusDecision(
             status=_STATUS.get(pred.status, "invalid"),
@@ -263,6 +475,20 @@ class RosMicroscope:
             message=wrapped.result.message or pred.message,
             expected_error_m=float(pred.expected_error),
         )
+
+    def _is_preview(self, frame: Frame) -> bool:
+        """Whether `frame` is a camera/image_raw preview this object received."""
+        if frame.msg is None or stamp_ns(frame.msg.header.stamp) == 0:
+            return False
+        with self._lock:
+            return any(m is frame.msg for m in self._frames) or (
+                stamp_ns(frame.msg.header.stamp) in self._frame_poses
+            )
+
+    def _send_predict(self, goal: PredictFocus.Goal) -> Any:
+        """Send one PredictFocus goal and wait for its wrapped result."""
+        self.predict_stats["goals"] += 1
+        return _goal_result(self._predict, goal, self._t["predict"], "focus/predict")
 
     def destroy(self) -> None:
         """Release the clients."""

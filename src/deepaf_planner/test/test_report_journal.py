@@ -182,3 +182,45 @@ def test_focus_quality_is_journalled_reported_and_old_journals_still_resume(tmp_
     assert "focus low" in text
     assert completion_message(0) == "complete"
     assert completion_message(3) == "complete, 3 tiles below focus quality"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("5", "not int 5"),
+        ('{"index": "two", "row": 0, "col": 0, "x_m": 0, "y_m": 0, "z_m": 0, '
+         '"has_tissue": false}', "index must be an int, got 'two'"),
+        ("[1, 2]", "not list"),
+        ("{not json", "Expecting"),
+    ],
+)  # fmt: skip
+def test_corrupt_journal_line_fails_resume_naming_the_line(tmp_path: Path, line, reason) -> None:
+    out = tmp_path / "scan"
+    j = ScanJournal.open(out, PARAMS)
+    j.append(_record(0, tissue=False))
+    with open(out / TILES_JOURNAL, "a") as fh:  # a finished (newline-ended) corrupt line
+        fh.write(line + "\n")
+    with pytest.raises(ValueError, match=rf"tiles\.jsonl:2 is not a tile record \(.*{reason}"):
+        ScanJournal.open(out, PARAMS, resume=True)
+    with pytest.raises(ValueError, match="remove the line"):
+        load_journal(out)
+
+
+def test_journal_refuses_images_outside_the_scan_directory(tmp_path: Path) -> None:
+    out = tmp_path / "scan"
+    j = ScanJournal.open(out, PARAMS)
+    j.append(_record(0, path=j.write_tile_image(0, np.zeros((8, 8, 3), np.uint8))))
+    foreign = tmp_path / "foreign.png"
+    foreign.write_bytes((out / "tiles" / "tile_00000_r000_c000.png").read_bytes())
+    (out / "tiles" / "link.png").symlink_to(foreign)
+    for i, path in enumerate(["../foreign.png", str(foreign), "tiles/link.png"], start=1):
+        with pytest.raises(ValueError, match="outside the scan directory"):
+            j.append(_record(i, path=path))
+        journal = out / TILES_JOURNAL
+        kept = journal.read_text()
+        with open(journal, "a") as fh:  # a tampered journal names it anyway
+            fh.write(json.dumps(_record(i, path=path).to_dict()) + "\n")
+        with pytest.raises(ValueError, match=r"tiles\.jsonl:2 names the image .*outside"):
+            ScanJournal.open(out, PARAMS, resume=True)
+        journal.write_text(kept)
+    assert sorted(ScanJournal.open(out, PARAMS, resume=True).finished) == [0]
