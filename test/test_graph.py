@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-from pathlib import Path
 
 import yaml
 from deepaf.environment import repo_root
@@ -34,14 +33,30 @@ def test_every_node_is_a_console_script_and_a_module():
             assert arg in LAUNCH_ARGUMENTS, (spec.name, arg)
 
 
-def test_launch_file_builds_its_nodes_from_the_graph():
-    source = (repo_root() / "launch" / "scan.launch.py").read_text()
-    assert "from deepaf.graph import GRAPH, LAUNCH_ARGUMENTS" in source
-    assert "for spec in GRAPH" in source
+def test_launch_files_build_their_nodes_from_the_graph():
+    """Both launch files use deepaf.graph_launch, which starts GRAPH (the runner's list)."""
+    builder = (repo_root() / "src" / "deepaf" / "deepaf" / "graph_launch.py").read_text()
+    assert "from deepaf.graph import GRAPH, LAUNCH_ARGUMENTS" in builder
+    assert "for spec in GRAPH" in builder
+    scan = (repo_root() / "launch" / "scan.launch.py").read_text()
+    assert "return graph_launch_description()" in scan
     sim = (repo_root() / "launch" / "sim.launch.py").read_text()
-    assert '"scan.launch.py"' in sim and '"camera_backend": "sim"' in sim
-    installed = Path(repo_root() / "src" / "deepaf" / "launch" / "scan.launch.py")
-    assert installed.resolve() == (repo_root() / "launch" / "scan.launch.py").resolve()
+    assert "graph_launch_description(PINNED)" in sim
+    assert 'PINNED = {"camera_backend": "sim", "stage_backend": "sim"}' in sim
+    bringup = repo_root() / "src" / "deepaf_bringup"
+    for folder in ("launch", "config"):  # installed by deepaf_bringup, from the top-level folder
+        assert (bringup / folder).resolve() == (repo_root() / folder).resolve()
+        assert not (repo_root() / "src" / "deepaf" / folder).exists()
+    # ros2launch takes a file named like the package in the working directory for a launch
+    # file: the bringup package must not be named like anything at the workspace root
+    assert not (repo_root() / "deepaf_bringup").exists()
+
+
+def test_launch_arguments_left_empty_defer_to_the_parameter_file():
+    """Backends and profile default to empty: the parameter file decides unless one is given."""
+    for name in ("camera_backend", "stage_backend", "profile"):
+        assert LAUNCH_ARGUMENTS[name][0] == "", name
+    assert LAUNCH_ARGUMENTS["namespace"][0] == "microscope"
 
 
 def test_runner_parameters_merge_file_and_overrides(tmp_path):

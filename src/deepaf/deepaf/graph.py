@@ -1,6 +1,7 @@
 """The DeepAf node graph, declared once.
 
-`launch/scan.launch.py` (for users with a full ROS 2 install) and the local runner behind
+The launch files of deepaf_bringup (`launch/scan.launch.py`, `launch/sim.launch.py`, through
+`deepaf.graph_launch`, for users with a full ROS 2 install) and the local runner behind
 `./deepaf scan` (where launch_ros is missing) both build the graph from `GRAPH`, so the two
 can never disagree about which nodes run, under which names, with which parameters.
 """
@@ -70,12 +71,30 @@ GRAPH: tuple[NodeSpec, ...] = (
 )
 
 #: Launch arguments shared by the launch files and the runner: name -> (default, description).
+#: Parameters come from the node's defaults, then the parameter file, then the arguments given:
+#: an argument left empty sets nothing, so the file's value (e.g. a hardware backend) holds.
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "namespace": ("microscope", "namespace of every node and topic (one per microscope)"),
-    "params_file": ("", "parameter YAML (default: the deepaf package's config/deepaf.yaml)"),
-    "camera_backend": ("sim", "camera backend: sim | opencv | picamera2"),
-    "stage_backend": ("sim", "stage backend: sim | motorkit | sangaboard"),
-    "profile": ("4x", "optics profile of the virtual microscope and focus model: 4x | 20x"),
+    "params_file": (
+        "",
+        "parameter YAML of every node (default: config/deepaf.yaml); the arguments given "
+        "override its values",
+    ),
+    "camera_backend": (
+        "",
+        "camera backend: sim | opencv | picamera2 (empty: the parameter file's; sim in "
+        "config/deepaf.yaml)",
+    ),
+    "stage_backend": (
+        "",
+        "stage backend: sim | motorkit | sangaboard (empty: the parameter file's; sim in "
+        "config/deepaf.yaml)",
+    ),
+    "profile": (
+        "",
+        "optics profile of the virtual microscope and focus model: 4x | 20x (empty: the "
+        "parameter file's; 4x in config/deepaf.yaml)",
+    ),
     "log_level": ("info", "log level of every node"),
 }
 

@@ -1,6 +1,6 @@
 """`./deepaf graph`: run the node graph (no scan) until Ctrl-C, for calling its actions from
 your own code (deepaf.client, ros2 action send_goal on a full install) or replaying bags into it.
-This is what `ros2 launch deepaf scan.launch.py` does on a full ROS 2 install.
+This is what `ros2 launch deepaf_bringup scan.launch.py` does on a full ROS 2 install.
 """
 
 from __future__ import annotations

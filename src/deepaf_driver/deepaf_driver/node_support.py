@@ -8,6 +8,7 @@ apply them to every node process. Started by hand, export them first.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
+from rclpy.context import Context
+from rclpy.exceptions import InvalidHandle, ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
@@ -79,32 +81,111 @@ def diagnostic_array(
     return array
 
 
+class NodeExecutor(MultiThreadedExecutor):
+    """A MultiThreadedExecutor that stops without leaving failed callback tasks behind.
+
+    rclpy hands each ready callback to its thread pool as a task. A task still queued when
+    `shutdown()` destroys the executor's guard condition fails before its callback runs
+    (`InvalidHandle: cannot use Destroyable because destruction was requested`), and as
+    nothing retrieves it, rclpy prints "The following exception was never retrieved" at exit.
+    `shutdown()` retrieves what its remaining tasks raised; anything but that InvalidHandle,
+    raised while the context was still valid, goes to the log.
+    """
+
+    def shutdown(self, timeout_sec: float | None = None, *, wait_for_threads: bool = True) -> bool:
+        """Stop, wait for callbacks in flight (`timeout_sec`), and retrieve their errors."""
+        done = super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
+        for task in list(getattr(self, "_futures", ())):  # rclpy keeps its tasks there
+            if not task.done() or task.cancelled():
+                continue
+            exc = task.exception()  # retrieved: no "never retrieved" message at exit
+            if exc is not None and not isinstance(exc, InvalidHandle) and self.context.ok():
+                rclpy.logging.get_logger("executor").warning(f"callback failed: {exc!r}")
+        return done
+
+
 def run_node(
     factory: Callable[[], Node], args: Sequence[str] | None, name: str, threads: int = 4
 ) -> int:
     """Create the node and spin it on a MultiThreadedExecutor until shutdown.
 
-    Returns 0 after a normal shutdown (Ctrl-C, SIGINT, external shutdown) and
+    Returns 0 after a normal shutdown (Ctrl-C, SIGINT, SIGTERM, external shutdown) and
     `EXIT_CONFIG_ERROR` when the configuration is refused; the reason goes to the log of
-    the logger `name` (the node's name).
+    the logger `name` (the node's name). A callback that raises while the node runs still
+    ends it with the traceback (exit status 1).
+
+    rclpy's signal handler shuts the context down under a running executor, so on Ctrl-C the
+    executor or a callback can fail before KeyboardInterrupt arrives ("failed to initialize
+    wait set: the given context is not valid", "publisher's context is invalid"). An error
+    raised once the context is no longer valid is that race: shutdown, not a crash. Stopping
+    then runs to the end (executor, then `destroy_node`, which releases devices) even if a
+    second signal arrives.
     """
     try:
-        with rclpy.init(args=args):
+        with rclpy.init(args=args) as init:
             try:
                 node = factory()
             except CONFIG_ERRORS as exc:
                 rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
                 return EXIT_CONFIG_ERROR
-            executor = MultiThreadedExecutor(num_threads=threads)
+            executor = NodeExecutor(num_threads=threads)
             executor.add_node(node)
             try:
-                executor.spin()
+                _spin(executor, init.context)
             finally:
-                executor.shutdown(timeout_sec=2.0)
-                node.destroy_node()
+                _stop(executor, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     return 0
+
+
+def _spin(executor: NodeExecutor, context: Context) -> None:
+    """Spin until shutdown; errors raised after the context went invalid count as shutdown."""
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if context.ok():
+            raise  # a callback failed while the node was running: a crash
+
+
+def _stop(executor: NodeExecutor, node: Node) -> None:
+    """Stop the executor (callbacks in flight get 2 s), then destroy the node, both always."""
+    try:
+        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+            executor.shutdown(timeout_sec=2.0)
+    finally:
+        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+            node.destroy_node()
+
+
+def quiet_on_shutdown(
+    node: Node, execute: Callable[[Any], Any], result_type: type
+) -> Callable[[Any], Any]:
+    """Wrap an action server's (synchronous) execute callback for Ctrl-C during a goal.
+
+    An error the callback raises after the node's context was shut down (its publishers and
+    clients stop working) ends the goal with an empty `result_type` whose `message` says so,
+    instead of rclpy's "Error raised in execute callback" traceback. Errors raised while the
+    context is valid propagate as before. The goal is aborted (its final status cannot reach
+    anyone now).
+    """
+
+    def run(handle: Any) -> Any:
+        try:
+            return execute(handle)
+        except Exception:
+            if node.context.ok():
+                raise
+            with contextlib.suppress(Exception):  # the state changes; its status cannot go out
+                handle.abort()
+            result = result_type()
+            if hasattr(result, "message"):
+                result.message = "the node shut down while the goal ran"
+            return result
+
+    return run
 
 
 def exit_with(status: int) -> None:
