@@ -3,7 +3,12 @@
 Measures:
 
 * the focus decision from one 1280x720 preview with the shipped model: tissue check, tile
-  selection, inference on the tiles, median (median and p95 over repeats);
+  selection, inference on the tiles, median (median and p95 over repeats), in this process;
+* the same decision as the planner gets it (`--no-action` skips it): a PredictFocus goal
+  carrying the preview (rgb8, 2.7 MB) sent to the real focus server node, in its own
+  process, over DDS; timed from sending the goal to holding its result (goal and result
+  transfer, the server's image conversion and the prediction), with the server's own
+  compute time (`FocusPrediction.inference_time`) beside it;
 * the paper configuration (init_features 32, 224x224 tiles): one tile and one decision;
 * training throughput (samples/s) of the shipped configuration (forward + backward + Adam,
   batch 32, augmentation included).
@@ -58,6 +63,49 @@ def _time(fn, repeats: int, warmup: int = 3) -> np.ndarray:
     return np.asarray(out)
 
 
+def _over_action(
+    profile: str, model: str | None, max_patches: int, preview: np.ndarray, repeats: int
+) -> dict[str, float]:
+    """The decision over the PredictFocus action, as the planner gets it: the focus server
+    node (`deepaf.runner.GraphRunner`, the graph's own process and parameters) and a client
+    in this process sending the preview in the goal. Returns milliseconds."""
+    import rclpy
+    from deepaf.client import DeepAfClient
+    from deepaf.runner import GraphRunner
+    from deepaf_driver.conversions import image_to_msg
+
+    focus = {"max_patches": max_patches, **({"model": str(model)} if model else {})}
+    ns = f"bench_focus_{os.getpid()}"
+    rclpy.init()
+    try:
+        with GraphRunner(ns, overrides={"profile": profile}, node_overrides={"focus": focus},
+                         nodes=["focus"]):  # fmt: skip
+            client = DeepAfClient(ns, server_timeout=120.0)
+            msg = image_to_msg(
+                np.ascontiguousarray(preview), client.node.get_clock().now().to_msg(), "camera"
+            )
+            wall, server = [], []
+            for i in range(repeats + 3):  # 3 warm-up goals (discovery, first inference)
+                t0 = time.perf_counter()
+                outcome = client.predict_focus(image=msg, focus_z=0.0, timeout=120.0)
+                dt = (time.perf_counter() - t0) * 1e3
+                if not outcome.ok:
+                    raise RuntimeError(f"PredictFocus failed: {outcome.message}")
+                if i >= 3:
+                    wall.append(dt)
+                    server.append(outcome.result.prediction.inference_time * 1e3)
+            client.close()
+    finally:
+        rclpy.try_shutdown()
+    return {
+        "action_decision_ms_median": float(np.median(wall)),
+        "action_decision_ms_p95": float(np.percentile(wall, 95)),
+        "action_server_compute_ms_median": float(np.median(server)),
+        "action_overhead_ms_median": float(np.median(np.subtract(wall, server))),
+        "action_goal_image_bytes": len(msg.data),
+    }
+
+
 def _train_throughput(cfg_model: dict, steps: int, batch: int = 32) -> float:
     cfg = DeepAfConfig.from_dict(cfg_model)
     model = build_model(cfg).train()
@@ -93,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--max-patches", type=int, default=8, help="tiles per decision")
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
+    ap.add_argument(
+        "--no-action", action="store_true", help="skip the PredictFocus-over-DDS measurement"
+    )
     args = ap.parse_args(argv)
     repeats = 5 if args.quick else args.repeats
     preview, source = _preview(args.profile)
@@ -108,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     res = predictor.predict(preview)
     with torch.inference_mode():
         decision = _time(lambda: predictor.predict(preview), repeats)
+
+    action = (
+        {}
+        if args.no_action
+        else _over_action(args.profile, args.model, args.max_patches, preview, repeats)
+    )
 
     paper = build_model(DeepAfConfig()).eval()
     tile = torch.rand(1, 3, 224, 224)
@@ -125,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "focus_decision_ms_p95": float(np.percentile(decision, 95)),
         "focus_decision_tiles": len(res.patch_offsets_m),
         "focus_decision_status": res.status,
+        **action,
         "shipped_model": model_name,
         "shipped_params": count_parameters(predictor.model),
         "preview": f"1280x720 from {source}",
@@ -150,6 +208,22 @@ def main(argv: list[str] | None = None) -> int:
             ("focus decision median (ms)", f"{result['focus_decision_ms_median']:.1f}"),
             ("focus decision p95 (ms)", f"{result['focus_decision_ms_p95']:.1f}"),
             ("tiles per decision", str(result["focus_decision_tiles"])),
+            *(
+                [
+                    (
+                        "over PredictFocus (DDS), median / p95 (ms)",
+                        f"{action['action_decision_ms_median']:.1f} / "
+                        f"{action['action_decision_ms_p95']:.1f}",
+                    ),
+                    (
+                        "  of which the server's compute / the rest (ms)",
+                        f"{action['action_server_compute_ms_median']:.1f} / "
+                        f"{action['action_overhead_ms_median']:.1f}",
+                    ),
+                ]
+                if action
+                else []
+            ),
             ("paper config: one 224 tile (ms)", f"{result['paper_tile_ms_median']:.1f}"),
             (
                 f"paper config: {args.max_patches} tiles (ms)",

@@ -21,7 +21,6 @@ written); 2 bad usage; 3 the calibrated model was not better (nothing written).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
@@ -110,9 +109,10 @@ class LiveMicroscope:
         """The planner records the capture pixel size for preview stacks (no `sampling`
         key); rewrite it to the preview's, which these stacks have. Stacks that state their
         sampling are left alone."""
-        path = stack_dir / "meta.json"
-        meta = json.loads(path.read_text())
-        if "sampling" in meta or not meta.get("pixel_size_m"):
+        from deepaf_driver.dataset_format import read_stack_meta, write_stack_meta
+
+        meta = read_stack_meta(stack_dir)
+        if meta is None or "sampling" in meta or not meta.get("pixel_size_m"):
             return
         scale = self.preview_scale()
         meta["pixel_size_m"] = float(meta["pixel_size_m"]) * scale
@@ -121,9 +121,7 @@ class LiveMicroscope:
             f"deepaf calibrate: preview pixel = recorded capture pixel x {scale:.4f} "
             "(camera capture_width / preview_width)"
         )
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(path)
+        write_stack_meta(stack_dir, meta)
 
     def position(self) -> tuple[float, float, float]:
         outcome = self.client.move_stage(timeout=self.timeout)  # no axes: reports the pose
@@ -206,14 +204,10 @@ def parse_fields(text: str) -> list[tuple[float, float]]:
 
 def _drop_stack(dataset: Path, stack_dir: Path) -> None:
     """Remove a stack folder and its entry in dataset.json (our own fresh dataset)."""
+    from deepaf_driver.dataset_format import remove_from_index
+
     shutil.rmtree(stack_dir, ignore_errors=True)
-    index = dataset / "dataset.json"
-    if index.is_file():
-        head = json.loads(index.read_text())
-        head["stacks"] = [s for s in head.get("stacks", []) if s != stack_dir.name]
-        tmp = index.with_name(index.name + ".tmp")
-        tmp.write_text(json.dumps(head, indent=1))
-        tmp.replace(index)
+    remove_from_index(dataset, stack_dir.name)
 
 
 def _stack_problem(dataset: Path, stack_dir: Path) -> str | None:

@@ -3,9 +3,10 @@
 Focus measures (higher = sharper; computed on the green channel, the sharpest one for
 brightfield H&E):
 
-* Brenner gradient (Brenner et al. 1976), Tenengrad (Sobel energy), variance of the
-  Laplacian, normalized variance (Groen et al. 1985), spectral energy (fraction of power
-  above a radial frequency).
+* Brenner gradient (Brenner et al. 1976; horizontal differences, the one definition in
+  :mod:`deepaf_driver.focus_measure`, which says why), Tenengrad (Sobel energy), variance
+  of the Laplacian, normalized variance (Groen et al. 1985), spectral energy (fraction of
+  power above a radial frequency).
 
 Search strategies take a callable ``acquire(z_m) -> uint8 RGB image``, so they run on a
 stored focal stack here and on the real camera/stage in the planner, and report how many
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from deepaf_driver.focus_measure import brenner, refine_peak
 
 __all__ = [
     "MEASURES",
@@ -42,12 +44,6 @@ def _green(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     g = img[..., 1] if img.ndim == 3 else img
     return g.astype(np.float32)
-
-
-def brenner(img: np.ndarray) -> float:
-    """Brenner gradient: mean squared difference of pixels two apart (both axes)."""
-    g = _green(img)
-    return float(((g[:, 2:] - g[:, :-2]) ** 2).mean() + ((g[2:] - g[:-2]) ** 2).mean())
 
 
 def tenengrad(img: np.ndarray) -> float:
@@ -187,11 +183,4 @@ def grid_fit_search(
     f = _Scorer(acquire, _measure(measure), snap)
     zs = np.arange(z_lo, z_hi + step_m / 2, step_m)
     scores = np.array([f(z) for z in zs])
-    i = int(np.argmax(scores))
-    if 0 < i < len(zs) - 1:
-        s = np.log(np.maximum(scores[i - 1 : i + 2], 1e-12))
-        denom = s[0] - 2 * s[1] + s[2]
-        if denom < 0:
-            shift = 0.5 * (s[0] - s[2]) / denom
-            return f.result(zs[i] + float(np.clip(shift, -1, 1)) * step_m)
-    return f.result(zs[i])
+    return f.result(refine_peak(zs, scores, log=True))

@@ -2,7 +2,8 @@
 
 Two on-disk layouts are read:
 
-* ``deepaf-focal-stack`` (what ``./deepaf sim dataset`` writes)::
+* ``deepaf-focal-stack`` (what ``./deepaf sim dataset``, live acquisition and ``deepaf bag
+  to-dataset`` write), read through its one definition, :mod:`deepaf_driver.dataset_format`::
 
       DIR/dataset.json            {"format": "deepaf-focal-stack", "version": 1, "stacks": [...]}
       DIR/stack_00000/meta.json   {"profile", "pixel_size_m", "protocol", "slide",
@@ -22,7 +23,6 @@ patches of one stack are nearly identical and would leak between train and valid
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from deepaf_driver.dataset_format import read_dataset as read_stacks
+from deepaf_driver.dataset_format import read_image, read_index
 
 from .tissue import DEFAULT as TISSUE_DEFAULT
 from .tissue import TissueParams, tissue_mask
@@ -49,7 +51,6 @@ __all__ = [
     "split_records",
 ]
 
-FORMAT = "deepaf-focal-stack"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _DEFOCUS_RE = re.compile(r"defocus[_\s=-]*?(?P<v>[-+]?\d+(?:\.\d+)?)", re.IGNORECASE)
 _NM_RE = re.compile(r"(?P<v>[-+]?\d+(?:\.\d+)?)\s*nm", re.IGNORECASE)
@@ -72,25 +73,6 @@ class FocusRecord:
     extra: dict = field(default_factory=dict)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 RGB (H, W, 3).
-
-    Raises:
-        ValueError: when the file is missing or not a readable image.
-    """
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {path}: missing, truncated or not an image file")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
-
-
 def _split_mark(dataset: dict) -> str | None:
     """Split name a dataset marks for itself (explicit ``split`` or random protocols)."""
     if dataset.get("split"):
@@ -102,24 +84,19 @@ def _split_mark(dataset: dict) -> str | None:
 
 
 def read_focal_stack_dataset(root: str | Path) -> list[FocusRecord]:
-    """Read a ``deepaf-focal-stack`` dataset directory.
+    """Read a ``deepaf-focal-stack`` dataset directory (its complete stacks: a stack without
+    meta.json is still being written) as one record per image.
 
     Raises:
-        ValueError: when ``root/dataset.json`` or a stack's ``meta.json`` is missing or of
-            another format.
+        ValueError: when ``root/dataset.json`` is missing, unreadable or of another format or
+            version, a stack's ``meta.json`` is unreadable or of another format, or no
+            stack is complete.
     """
     root = Path(root)
-    ds = _load_json(root / "dataset.json")
-    if ds.get("format") != FORMAT:
-        raise ValueError(f"{root}/dataset.json: format is {ds.get('format')!r}, not {FORMAT!r}")
-    mark = _split_mark(ds)
+    mark = _split_mark(read_index(root))
     records: list[FocusRecord] = []
-    for name in ds.get("stacks", []):
-        if not (root / name / "meta.json").is_file():
-            continue  # not finished yet (the writer adds meta.json last)
-        meta = _load_json(root / name / "meta.json")
-        if meta.get("format", FORMAT) != FORMAT:
-            raise ValueError(f"{root / name}/meta.json: unexpected format {meta.get('format')!r}")
+    for stack in read_stacks(root):
+        name, meta = stack.name, stack.meta
         best = float(meta["best_focus_z_m"])
         slide = str(meta.get("slide") or f"{root.name}/{name}")
         for img in meta["images"]:

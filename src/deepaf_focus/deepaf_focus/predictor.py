@@ -129,7 +129,8 @@ class FocusPredictor:
         self.tissue = tissue
         self.patch = model.cfg.patch_size
         self.profile = model.cfg.profile
-        self.half_dof_um = HALF_DOF_UM.get(self.profile, 0.5)
+        # a model of an unnamed profile is judged like the 20x one
+        self.half_dof_um = HALF_DOF_UM.get(self.profile, HALF_DOF_UM["20x"])
         self.range_um = (
             range_um or float(model.cfg.extra.get("train_range_um", 0.0)) or (24 * self.half_dof_um)
         )

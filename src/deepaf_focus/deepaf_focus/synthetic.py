@@ -7,11 +7,17 @@ learnable sign (each colour channel focuses at a different z).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
+from deepaf_driver.dataset_format import (
+    dz_file_name,
+    stack_name,
+    write_image,
+    write_index,
+    write_stack_meta,
+)
 
 __all__ = ["make_focal_stack_dataset", "render", "texture"]
 
@@ -53,7 +59,7 @@ def make_focal_stack_dataset(
     root.mkdir(parents=True, exist_ok=True)
     names = []
     for i in range(n_stacks + glass_stacks):
-        name = f"stack_{i:05d}"
+        name = stack_name(i)
         d = root / name
         d.mkdir()
         best = float(rng.uniform(-2e-6, 2e-6))
@@ -62,12 +68,10 @@ def make_focal_stack_dataset(
         images = []
         for dz in zs_um:
             z = best - dz * 1e-6  # label = best - z = dz
-            fname = f"z_{z * 1e6:+09.3f}um.png"
-            cv2.imwrite(str(d / fname), cv2.cvtColor(render(tex, dz), cv2.COLOR_RGB2BGR))
+            fname = dz_file_name(z - best)
+            write_image(d / fname, render(tex, dz))
             images.append({"file": fname, "z_m": z})
         meta = {
-            "format": "deepaf-focal-stack",
-            "version": 1,
             "profile": "20x",
             "pixel_size_m": 0.25e-6,
             "protocol": protocols[i % len(protocols)],
@@ -79,18 +83,8 @@ def make_focal_stack_dataset(
             "best_focus_z_m": best,
             "images": images,
         }
-        (d / "meta.json").write_text(json.dumps(meta))
+        write_stack_meta(d, meta)
         names.append(name)
     args = {"protocols": "random" if random_protocols else ",".join(protocols), "seed": seed}
-    (root / "dataset.json").write_text(
-        json.dumps(
-            {
-                "format": "deepaf-focal-stack",
-                "version": 1,
-                "stacks": names,
-                "created_by": "test",
-                "args": args,
-            }
-        )
-    )
+    write_index(root, names, "test", args)
     return root

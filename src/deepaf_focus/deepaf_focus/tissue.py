@@ -6,6 +6,19 @@ when it is coloured (HSV saturation above ``sat_min``) or clearly absorbs light 
 the field's glass level (optical density above ``od_min``), and is neither saturated white
 nor black. Defocused tissue keeps its colour, so the test still works far from focus.
 
+Two tests run on each scanned field, on purpose (not one computed twice):
+
+* the planner's field test, :func:`field_tissue_score` (or the paper's
+  :func:`paper_field_has_tissue`), on the whole preview at about 128 px: skip glass before
+  any focusing, for every focus method, and report ``tissue_score``;
+* the predictor's :func:`tissue_patches`, which needs a tissue fraction per model tile (on
+  the tile grid, up to 8x smaller) to choose the tiles it regresses. Its field-level
+  ``no_tissue`` verdict is the mean of that same mask, so it costs nothing on top, and it
+  protects every other client of the focus server (``PredictFocus`` from anyone).
+
+The first cannot stand in for the second (no per-tile fractions, other geometry), and the
+second comes only after a focus-server round trip, which glass fields should not pay.
+
 Functions take 8-bit RGB arrays of shape (H, W, 3).
 """
 

@@ -16,9 +16,19 @@ def test_focus_metrics_values():
     assert focus_metrics([], [])["n"] == 0
     with pytest.raises(ValueError):
         focus_metrics([1.0], [1.0, 2.0])
-    assert half_dof_um("20x") == 0.5 and half_dof_um("4x") == 30.0
-    with pytest.raises(ValueError, match="unknown profile"):
+    with pytest.raises(ValueError, match="unknown optics profile"):
         half_dof_um("100x")
+
+
+def test_half_dof_is_the_optics_profiles():
+    """One definition: the metrics' DoF criterion is half the optics' depth of field."""
+    from deepaf_driver.profiles import OPTICS_PROFILES
+    from deepaf_focus.metrics import HALF_DOF_UM
+
+    assert half_dof_um("20x") == pytest.approx(0.5922, abs=1e-4)
+    assert half_dof_um("4x") == pytest.approx(29.44, abs=0.01)
+    for name, profile in OPTICS_PROFILES.items():
+        assert HALF_DOF_UM[name] == half_dof_um(name) == profile.depth_of_field_m / 2 * 1e6
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +64,18 @@ def test_searches_find_focus_with_few_images(stack):
         golden_section_search(acquire, 1.0, 0.0)
     with pytest.raises(ValueError, match="unknown focus measure"):
         grid_fit_search(acquire, 0.0, 1e-6, "sharpness")
+
+
+def test_one_brenner_and_peak_refinement():
+    """Brenner and the parabola refinement are the shared definitions
+    (deepaf_driver.focus_measure), also in the simulator and the planner."""
+    from deepaf_driver.focus_measure import brenner
+    from deepaf_driver.sim import brenner_green
+    from deepaf_focus.baselines import brenner as baselines_brenner
+
+    assert baselines_brenner is brenner is brenner_green is MEASURES["brenner"]
+    peak, width = 1.3e-6, 2e-6
+    res = grid_fit_search(
+        lambda z: z, -8e-6, 8e-6, lambda z: np.exp(-((z - peak) ** 2) / (2 * width**2)), 2e-6
+    )
+    assert res.z_m == pytest.approx(peak, abs=1e-12)  # log-parabola: exact for a Gaussian

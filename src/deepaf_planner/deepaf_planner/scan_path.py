@@ -18,6 +18,7 @@ from typing import Protocol
 
 __all__ = [
     "Field",
+    "Limits",
     "ScanGrid",
     "XYLimits",
     "check_within_limits",
@@ -48,12 +49,42 @@ class Field:
 
 
 class XYLimits(Protocol):
-    """Stage travel limits in metres (``deepaf_driver.sim.StageLimits`` satisfies it)."""
+    """Stage travel limits in metres (:class:`Limits` and ``deepaf_driver.sim.StageLimits``
+    satisfy it)."""
 
-    x_min_m: float
-    x_max_m: float
-    y_min_m: float
-    y_max_m: float
+    @property
+    def x_min_m(self) -> float: ...
+    @property
+    def x_max_m(self) -> float: ...
+    @property
+    def y_min_m(self) -> float: ...
+    @property
+    def y_max_m(self) -> float: ...
+
+
+@dataclass
+class Limits:
+    """Soft limits of the stage [m], (min, max) per axis: what a scan must stay inside."""
+
+    x: tuple[float, float]
+    y: tuple[float, float]
+    z: tuple[float, float]
+
+    @property
+    def x_min_m(self) -> float:
+        return self.x[0]
+
+    @property
+    def x_max_m(self) -> float:
+        return self.x[1]
+
+    @property
+    def y_min_m(self) -> float:
+        return self.y[0]
+
+    @property
+    def y_max_m(self) -> float:
+        return self.y[1]
 
 
 @dataclass(frozen=True)

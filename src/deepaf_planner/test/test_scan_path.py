@@ -128,3 +128,16 @@ def test_sim_stage_limits_fit_the_protocol() -> None:
     sim = pytest.importorskip("deepaf_driver.sim")
     limits = sim.StageLimits()
     check_within_limits(plan_serpentine((1e-3, 1e-3), (3e-3, 3e-3), 1e-3), limits)
+
+
+def test_scan_limits_are_xy_limits() -> None:
+    """The scanner's soft limits and its request check go through `check_within_limits`."""
+    from deepaf_planner.scan_path import Limits as ScanLimits
+    from deepaf_planner.scanner import Limits as ScannerLimits
+
+    assert ScannerLimits is ScanLimits
+    limits = ScanLimits((0.0, 10e-3), (0.0, 10e-3), (-1e-4, 1e-4))
+    assert (limits.x_min_m, limits.x_max_m, limits.y_min_m, limits.y_max_m) == (0, 10e-3, 0, 10e-3)
+    check_within_limits(plan_serpentine((1e-3, 1e-3), (9e-3, 9e-3), 1e-3), limits)
+    with pytest.raises(ValueError, match=r"at x=10\.5000 mm is outside the stage limits"):
+        check_within_limits(plan_serpentine((8e-3, 1e-3), (11e-3, 3e-3), 1e-3, 0.0), limits)

@@ -5,18 +5,25 @@ A focal stack in a bag is a run of images (full-resolution `camera/image_full`, 
 each image's pose. Consecutive images at the same x, y (within 1 um) form one stack. The
 best-focus z of a stack is the ground truth the bag knows (see :mod:`.truth`) or else the
 Brenner sharpness peak (parabola through the best slice and its neighbours). The output is
-what `./deepaf sim dataset` writes (`docs/dataset-format.md`), read by `./deepaf train`.
+what `./deepaf sim dataset` writes (`docs/dataset-format.md`, through the one writer in
+`deepaf_driver.dataset_format`), read by `./deepaf train`.
 Images are written as they are read: memory holds one image.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+from deepaf_driver.dataset_format import (
+    dz_file_name,
+    stack_name,
+    write_image,
+    write_index,
+    write_stack_meta,
+)
+from deepaf_driver.focus_measure import brenner
 from deepaf_planner.focal_stack import sharpness_peak
 
 from .errors import BagError
@@ -33,7 +40,7 @@ class _Stack:
     """One stack being written: images under temporary names until best focus is known."""
 
     def __init__(self, root: Path, index: int, pose: tuple[float, float, float]) -> None:
-        self.name = f"stack_{index:05d}"
+        self.name = stack_name(index)
         self.dir = root / self.name
         self.dir.mkdir(parents=True)
         self.x, self.y = pose[0], pose[1]
@@ -43,17 +50,12 @@ class _Stack:
         return abs(pose[0] - self.x) <= XY_TOLERANCE_M and abs(pose[1] - self.y) <= XY_TOLERANCE_M
 
     def add(self, rgb: np.ndarray, z: float) -> None:
-        from deepaf_focus.baselines import brenner
-
         tmp = f".slice_{len(self.items):05d}.png"
-        if not cv2.imwrite(str(self.dir / tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {self.dir / tmp}")
+        write_image(self.dir / tmp, rgb)
         self.items.append((tmp, z, float(brenner(rgb))))
 
     def finish(self, truth: TruthSource | None, meta: dict[str, Any]) -> str:
         """Name the slices by dz, write meta.json; return the best-focus source."""
-        from deepaf_driver.sim.dataset import FORMAT, VERSION, dz_file_name
-
         zs = np.array([z for _, z, _ in self.items])
         if truth is not None:
             best, source = truth.best_z(self.x, self.y), truth.name
@@ -62,16 +64,13 @@ class _Stack:
             source = "sharpness_peak"
         images = []
         for tmp, z, _ in sorted(self.items, key=lambda item: item[1]):
-            name = dz_file_name(z - best)
-            k = 1
-            while (self.dir / name).exists():
-                name = f"{dz_file_name(z - best)[:-4]}_{k}.png"
+            k = 0
+            while (self.dir / dz_file_name(z - best, k)).exists():
                 k += 1
+            name = dz_file_name(z - best, k)
             (self.dir / tmp).rename(self.dir / name)
             images.append({"file": name, "z_m": float(z)})
         doc = {
-            "format": FORMAT,
-            "version": VERSION,
             **meta,
             "x_m": self.x,
             "y_m": self.y,
@@ -79,7 +78,7 @@ class _Stack:
             "best_focus_source": source,
             "images": images,
         }
-        (self.dir / "meta.json").write_text(json.dumps(doc, indent=2) + "\n")
+        write_stack_meta(self.dir, doc)
         return source
 
 
@@ -107,8 +106,6 @@ def bag_to_dataset(
     Raises:
         BagError: no image or joint_states topic, a non-empty `out`, unreadable messages.
     """
-    from deepaf_driver.sim.dataset import FORMAT, VERSION
-
     out = Path(out)
     with BagReader(bag) as reader:
         if out.exists() and any(out.iterdir()):
@@ -177,14 +174,12 @@ def bag_to_dataset(
                 f"no image on {image_topic} has a stage pose (no joint_states before it)",
             )
         sources.add(stacks[-1].finish(truth, meta))
-    header = {
-        "format": FORMAT,
-        "version": VERSION,
-        "stacks": [s.name for s in stacks],
-        "created_by": "deepaf bag to-dataset",
-        "args": {"bag": str(bag), "topic": image_topic, "crop": crop},
-    }
-    (out / "dataset.json").write_text(json.dumps(header, indent=2) + "\n")
+    write_index(
+        out,
+        [s.name for s in stacks],
+        "deepaf bag to-dataset",
+        {"bag": str(bag), "topic": image_topic, "crop": crop},
+    )
     return {
         "stacks": len(stacks),
         "images": n_images,

@@ -1,18 +1,13 @@
-"""Focal-stack dataset writer and reader (format ``deepaf-focal-stack`` version 1).
+"""Focal-stack datasets rendered on the virtual microscope (``./deepaf sim dataset``).
 
-Layout (documented in docs/dataset-format.md)::
-
-    DIR/dataset.json                 {"format", "version", "stacks": [...], "created_by", "args"}
-    DIR/stack_00000/meta.json        profile, pixel size, protocol (+ params), slide, x, y,
-                                     best_focus_z_m, images: [{"file", "z_m"}, ...]
-    DIR/stack_00000/z_-0010.000um.png  8-bit RGB; the name carries dz = z - best focus (um)
-
-The label of an image is ``best_focus_z_m - z_m`` (metres). A stack counts as written
-only when its meta.json exists; meta.json is written last by atomic rename, so an
-interrupted run leaves finished stacks intact and a re-run with the same arguments
-skips them and redoes partial ones. Stacks are independent: each draws its own slide
-seed, tissue position and protocol from (seed, stack index), so the result does not
-depend on the number of workers or on interruptions.
+The files are the ``deepaf-focal-stack`` format, read and written only through
+:mod:`deepaf_driver.dataset_format` (its names are re-exported here: ``read_dataset``,
+``StackRecord``, ``FORMAT``, ...). A stack counts as written only when its meta.json
+exists; meta.json is written last by atomic rename, so an interrupted run leaves finished
+stacks intact and a re-run with the same arguments skips them and redoes partial ones.
+Stacks are independent: each draws its own slide seed, tissue position and protocol from
+(seed, stack index), so the result does not depend on the number of workers or on
+interruptions.
 """
 
 from __future__ import annotations
@@ -26,15 +21,26 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from ..dataset_format import (  # noqa: F401  (some names only re-exported)
+    FORMAT,
+    INDEX_FILE,
+    META_FILE,
+    VERSION,
+    StackRecord,
+    dz_file_name,
+    read_dataset,
+    stack_name,
+    write_image,
+    write_index,
+    write_stack_meta,
+)
+from .artefacts import get_slide_spec
 from .optics import get_profile
 from .protocols import Protocol, get_protocol, random_protocol
 
-FORMAT = "deepaf-focal-stack"
 MICROSCOPES = ("profile", "random", "foreign")
-VERSION = 1
 
 
 class DatasetInterrupted(RuntimeError):
@@ -60,6 +66,8 @@ class DatasetSpec:
             "random" (domain randomisation: optics, illumination, camera and stain drawn per
             stack from :mod:`.randomize`'s documented ranges; `protocols` is then ignored) or
             "foreign" (a fixed microscope outside those ranges, for transfer tests).
+        slide: the slides' artefact spec (:mod:`.artefacts`): "plain" (default: the slides
+            the shipped models were trained on) or "realistic".
     """
 
     stacks: int
@@ -72,6 +80,7 @@ class DatasetSpec:
     noise: bool = True
     sampling: str = "preview"
     microscope: str = "profile"
+    slide: str = "plain"
 
     def validate(self) -> None:
         """Raise ``ValueError`` with what to change for any bad argument."""
@@ -92,6 +101,7 @@ class DatasetSpec:
             raise ValueError(f"--sampling must be preview or capture, got {self.sampling!r}")
         if self.microscope not in MICROSCOPES:
             raise ValueError(f"--microscope must be one of {MICROSCOPES}, got {self.microscope!r}")
+        get_slide_spec(self.slide)
         if self.protocols != "random":
             if not self.protocols:
                 raise ValueError("--protocols is empty; give preset names or 'random'")
@@ -112,16 +122,8 @@ class DatasetSpec:
             "noise": bool(self.noise),
             "sampling": self.sampling,
             **({"microscope": self.microscope} if self.microscope != "profile" else {}),
+            **({"slide": self.slide} if self.slide != "plain" else {}),
         }
-
-
-def stack_name(i: int) -> str:
-    return f"stack_{i:05d}"
-
-
-def dz_file_name(dz_m: float) -> str:
-    """File name for a slice at dz (m): ``z_-0010.000um.png`` / ``z_+0002.500um.png``."""
-    return f"z_{dz_m * 1e6:+09.3f}um.png"
 
 
 def defocus_grid(range_m: float, step_m: float) -> np.ndarray:
@@ -142,20 +144,6 @@ def stack_plan(spec: DatasetSpec, i: int) -> tuple[int, Protocol, np.random.Gene
     else:
         protocol = get_protocol(spec.protocols[int(rng.integers(len(spec.protocols)))])
     return slide_seed, protocol, rng
-
-
-def _atomic_write_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = None) -> tuple:
@@ -185,6 +173,7 @@ def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = Non
         slide_seed=slide_seed,
         camera=drawn.camera if drawn else None,
         noise_seed=int(rng.integers(1 << 31)),
+        slide=spec.slide,
     )
     x, y = scope.random_tissue_position(rng)
     zbest = float(scope.best_focus_z(x, y))
@@ -210,8 +199,6 @@ def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = Non
         erng = np.random.default_rng([int(spec.seed), int(i), 0xEFF])
         images = [randomize.apply_effects(img, drawn.effects, erng) for img in images]
     meta = {
-        "format": FORMAT,
-        "version": VERSION,
         "profile": scope.profile.name,
         "pixel_size_m": (
             scope.preview_pixel_size_m if spec.sampling == "preview" else scope.pixel_size_m
@@ -219,12 +206,13 @@ def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = Non
         "sampling": spec.sampling,
         "protocol": protocol.name,
         "protocol_params": protocol.to_dict(),
-        "slide": f"sim:seed={slide_seed}",
+        "slide": f"sim:seed={slide_seed}" + ("" if spec.slide == "plain" else f":{spec.slide}"),
         "slide_seed": slide_seed,
         "x_m": x,
         "y_m": y,
         "best_focus_z_m": zbest,
     }
+
     if drawn is not None:
         meta["microscope"] = {"kind": spec.microscope, **drawn.to_dict()}
     return images, zs, meta
@@ -234,7 +222,7 @@ def write_stack(out_dir: str | Path, spec: DatasetSpec, i: int) -> str:
     """Render and write stack i (images first, meta.json last). Returns its name."""
     name = stack_name(i)
     sdir = Path(out_dir) / name
-    if (sdir / "meta.json").exists():
+    if (sdir / META_FILE).exists():
         return name
     sdir.mkdir(parents=True, exist_ok=True)
     dzs = defocus_grid(spec.range_m, spec.step_m)
@@ -242,16 +230,9 @@ def write_stack(out_dir: str | Path, spec: DatasetSpec, i: int) -> str:
     entries = []
     for dz, z, img in zip(dzs, zs, images, strict=True):
         fname = dz_file_name(float(dz))
-        ok = cv2.imwrite(
-            str(sdir / fname),
-            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-            [cv2.IMWRITE_PNG_COMPRESSION, 1],
-        )
-        if not ok:
-            raise OSError(f"could not write {sdir / fname}")
+        write_image(sdir / fname, img)
         entries.append({"file": fname, "z_m": z})
-    meta["images"] = entries
-    _atomic_write_json(sdir / "meta.json", meta)
+    write_stack_meta(sdir, {**meta, "images": entries})
     return name
 
 
@@ -306,14 +287,8 @@ def write_dataset(
         raise ValueError(f"--out {str(out)!r} exists and is not a directory")
     _check_writable(out)
     names = [stack_name(i) for i in range(int(spec.stacks))]
-    header = {
-        "format": FORMAT,
-        "version": VERSION,
-        "stacks": names,
-        "created_by": "deepaf sim dataset",
-        "args": spec.to_args(),
-    }
-    index = out / "dataset.json"
+    args = spec.to_args()
+    index = out / INDEX_FILE
     if index.exists():
         try:
             old = json.loads(index.read_text())
@@ -321,14 +296,14 @@ def write_dataset(
             raise ValueError(
                 f"{index} is unreadable ({e}); move it away or use a new --out"
             ) from None
-        if old.get("args") != header["args"]:
+        if old.get("args") != args:
             raise ValueError(
                 f"{out} already holds a dataset written with other arguments "
                 f"({old.get('args')}); use a new --out, or the same arguments to resume"
             )
     else:
-        _atomic_write_json(index, header)
-    todo = [i for i, n in enumerate(names) if not (out / n / "meta.json").exists()]
+        write_index(out, names, "deepaf sim dataset", args)
+    todo = [i for i, n in enumerate(names) if not (out / n / META_FILE).exists()]
     done = len(names) - len(todo)
     bar = _Progress(len(names), done, enabled=progress)
     try:
@@ -352,7 +327,7 @@ def write_dataset(
                         f.cancel()
                     raise
     except (KeyboardInterrupt, BrokenProcessPool):
-        finished = sum((out / n / "meta.json").exists() for n in names)
+        finished = sum((out / n / META_FILE).exists() for n in names)
         raise DatasetInterrupted(
             f"interrupted: {finished} of {len(names)} stacks are complete in {out}; "
             "re-run the same command to resume (partial stacks are redone)"
@@ -399,58 +374,3 @@ class _Progress:
     def close(self) -> None:
         if self._p is not None:
             self._p.stop()
-
-
-# ---------------------------------------------------------------------- reader
-@dataclass(frozen=True)
-class StackRecord:
-    """One stack as read back: its metadata and image paths."""
-
-    path: Path
-    meta: dict
-
-    @property
-    def files(self) -> list[Path]:
-        return [self.path / e["file"] for e in self.meta["images"]]
-
-    @property
-    def labels_m(self) -> np.ndarray:
-        """Training labels best_focus_z_m - z_m, one per image."""
-        return np.array([self.meta["best_focus_z_m"] - e["z_m"] for e in self.meta["images"]])
-
-    def load_images(self) -> list[np.ndarray]:
-        """The stack's images as RGB uint8 arrays."""
-        out = []
-        for f in self.files:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"cannot read image {f}")
-            out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-        return out
-
-
-def read_dataset(path: str | Path, complete_only: bool = True) -> list[StackRecord]:
-    """Read a dataset's index and the meta.json of every complete stack.
-
-    Raises:
-        ValueError: not a deepaf focal-stack dataset (or an unsupported version).
-    """
-    root = Path(path)
-    index = root / "dataset.json"
-    if not index.exists():
-        raise ValueError(f"{root} has no dataset.json; is it a deepaf focal-stack dataset?")
-    head = json.loads(index.read_text())
-    if head.get("format") != FORMAT or head.get("version") != VERSION:
-        raise ValueError(
-            f"{index}: format {head.get('format')!r} version "
-            f"{head.get('version')!r} is not {FORMAT!r} version {VERSION}"
-        )
-    out = []
-    for name in head["stacks"]:
-        meta_path = root / name / "meta.json"
-        if not meta_path.exists():
-            if complete_only:
-                continue
-            raise ValueError(f"stack {name} is incomplete; re-run the writer to finish it")
-        out.append(StackRecord(root / name, json.loads(meta_path.read_text())))
-    return out
