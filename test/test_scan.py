@@ -27,7 +27,7 @@ CAMERA = {
     "preview_width": 640,
     "preview_height": 360,
 }
-START_Z = 60e-6  # start well away from focus (best focus is about -20 um on this slide)
+START_Z = 60e-6  # start well away from focus (best focus is -30 to -5 um in this region)
 
 
 def _wait_tiles(client: DeepAfClient, task, n: int, timeout: float = 300.0) -> None:
@@ -50,9 +50,11 @@ def _wait_focus_server(client: DeepAfClient, timeout: float = 120.0) -> None:
 
 
 def _scope():
+    """The slide the graph shows (the sim backends' default artefact spec)."""
+    from deepaf_driver.backends.sim import SCAN_SLIDE
     from deepaf_driver.sim import VirtualMicroscope
 
-    return VirtualMicroscope(PROFILE, PROTOCOL, slide_seed=SEED)
+    return VirtualMicroscope(PROFILE, PROTOCOL, slide_seed=SEED, slide=SCAN_SLIDE)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +100,22 @@ def scanned(tmp_path_factory, region):
                 ),
                 "step": client.scan_region(rmin, rmax, str(base / "b2"), step=-1e-4, timeout=60.0),
                 "same_dir": client.scan_region(
-                    rmin, rmax, str(base / "full"), timeout=60.0, focus_method="fixed"
+                    rmin, rmax, str(base / "full"), timeout=60, focus_method="fixed", overlap=0
+                ),  # ints where floats are natural: accepted
+                "overlap_negative": client.scan_region(
+                    rmin, rmax, str(base / "b3"), overlap=-1.0, timeout=60.0
                 ),
+                "overlap_nan": client.scan_region(
+                    rmin, rmax, str(base / "b4"), overlap=math.nan, timeout=60.0
+                ),
+                "stack_escape": client.acquire_focal_stack(
+                    str(base / "stacks"), 60e-6, 20e-6, stack_name="./../evil_escape"
+                ),
+                "stack_count": client.acquire_focal_stack(str(base / "b5"), 1e-5, 1e-12),
+            }
+            ints = {
+                "capture": client.capture(timeout=20),
+                "predict": client.predict_focus(focus_z=0, timeout=60),
             }
             after = client.move_stage(timeout=30.0).result.position
             tissue_xy = ((rmin[0] + rmax[0]) / 2, (rmin[1] + rmax[1]) / 2)
@@ -123,6 +139,7 @@ def scanned(tmp_path_factory, region):
         "outcome": outcome,
         "out": base / "full",
         "bad": bad,
+        "ints": ints,
         "logs": logs,
         "stack": stack,
         "bad_stack": bad_stack,
@@ -187,7 +204,17 @@ def test_bad_goals_are_rejected_before_anything_moves(scanned):
     assert bad["step"].status is Status.FAILED and "step" in bad["step"].message
     assert bad["same_dir"].status is Status.FAILED
     assert "different scan" in bad["same_dir"].message
+    for key in ("overlap_negative", "overlap_nan"):
+        assert bad[key].status is Status.FAILED, bad[key].message
+        assert "overlap" in bad[key].message and "[0, 0.5)" in bad[key].message
+    assert bad["stack_escape"].status is Status.FAILED
+    assert "not a plain folder name" in bad["stack_escape"].message
+    assert not (scanned["stacks"].parent / "evil_escape").exists()
+    assert bad["stack_count"].status is Status.FAILED, bad["stack_count"].message
     assert not scanned["moved"]
+    ints = scanned["ints"]  # the Python process survived int timeouts and focus_z
+    assert ints["capture"].ok, ints["capture"].message
+    assert ints["predict"].status in (Status.SUCCEEDED, Status.FAILED), ints["predict"].message
 
 
 def test_cancel_then_resume_gives_the_same_tiles(scanned, region, tmp_path):
@@ -282,11 +309,12 @@ def test_20x_scan_verifies_the_focus_of_every_tile(tmp_path):
     within the depth of field against simulator truth, and the verdict in the result."""
     import rclpy
     from deepaf.sim_regions import tissue_region
+    from deepaf_driver.backends.sim import SCAN_SLIDE
     from deepaf_driver.sim import VirtualMicroscope
     from deepaf_planner.report import completion_message
     from deepaf_planner.scan_path import plan_grid
 
-    scope = VirtualMicroscope("20x", PROTOCOL, slide_seed=SEED)
+    scope = VirtualMicroscope("20x", PROTOCOL, slide_seed=SEED, slide=SCAN_SLIDE)
     px = scope.pixel_size_m
     fov = (CAMERA_20X["capture_width"] * px, CAMERA_20X["capture_height"] * px)
     rmin, rmax = tissue_region(scope, fov, cols=2, rows=2)

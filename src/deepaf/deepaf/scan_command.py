@@ -1,7 +1,7 @@
 """`./deepaf scan`: scan a virtual slide end to end and show where the result is.
 
 Starts the node graph (stage, camera, focus server, planner: each in its own process, exactly
-as `ros2 launch deepaf scan.launch.py` would), sends one ScanSlide goal through
+as `ros2 launch deepaf_bringup scan.launch.py` would), sends one ScanSlide goal through
 `deepaf.client`, shows progress, shuts the graph down, and prints the report's summary.
 """
 
@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from deepaf_driver.backends.sim import SCAN_SLIDE
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -46,13 +47,15 @@ def _region(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def default_region_mm(profile: str, protocol: str, seed: int) -> tuple[float, ...]:
+def default_region_mm(
+    profile: str, protocol: str, seed: int, slide: str = SCAN_SLIDE
+) -> tuple[float, ...]:
     """4 x 3 full-resolution fields at the tissue's edge of the virtual slide [mm]."""
     from deepaf_driver.sim import VirtualMicroscope
 
     from deepaf.sim_regions import edge_region
 
-    scope = VirtualMicroscope(profile, protocol, slide_seed=seed)
+    scope = VirtualMicroscope(profile, protocol, slide_seed=seed, slide=slide)
     (x0, y0), (x1, y1) = edge_region(scope, scope.field_of_view_m, cols=4, rows=3)
     return (x0 * 1e3, y0 * 1e3, x1 * 1e3, y1 * 1e3)
 
@@ -82,6 +85,8 @@ def camera_parameters(capture: tuple[int, int]) -> dict[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's options."""
+    from deepaf_planner.scanner import FOCUS_METHODS
+
     parser = argparse.ArgumentParser(
         prog="deepaf scan",
         description=(
@@ -113,14 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--method",
-        choices=("deepaf", "stack", "fixed"),
+        choices=FOCUS_METHODS,
         default="deepaf",
-        help="focus method (default: deepaf, one prediction + one z move)",
+        help="focus method (default: deepaf: one prediction + one z move, every capture "
+        "verified, a bounded search when it fails; deepaf_single: no fallback; stack: "
+        "golden-section search +- 3 DoF; focus_map: survey a sparse grid first; fixed)",
     )
     parser.add_argument(
         "--protocol", default="lab_a_standard", help="staining protocol preset of the virtual slide"
     )
     parser.add_argument("--slide-seed", type=int, default=0, help="which virtual slide")
+    parser.add_argument(
+        "--slide",
+        choices=("realistic", "plain"),
+        default=SCAN_SLIDE,
+        help="the virtual slide's artefacts (default: realistic: tilt 5-7 um/mm, waviness, "
+        "thickness variation, folds, air bubbles, dust and debris above the section; plain: "
+        "the clean, gently tilted slide the focus models were trained on)",
+    )
     parser.add_argument("--overlap", type=float, default=0.1, help="field overlap, 0..0.5")
     parser.add_argument(
         "--start-z-um",
@@ -129,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="focus z of the first field in um (default: where the stage is)",
     )
     parser.add_argument("--model", default="", help="focus model checkpoint (default: shipped)")
+    parser.add_argument(
+        "--save-stacks",
+        action="store_true",
+        help="keep every classical focus search as a focal stack in OUT/focus_stacks "
+        "(dataset format: ./deepaf calibrate --data OUT/focus_stacks)",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -162,22 +183,26 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     out = (args.out or repo_root() / "out" / f"scan-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     if args.region_mm is None:
-        args.region_mm = default_region_mm(args.profile, args.protocol, args.slide_seed)
+        args.region_mm = default_region_mm(args.profile, args.protocol, args.slide_seed, args.slide)
     x0, y0, x1, y1 = (v * 1e-3 for v in args.region_mm)
     overrides = {
         "profile": args.profile,
         "sim_protocol": args.protocol,
         "sim_slide_seed": args.slide_seed,
+        "sim_slide": args.slide,
     }
     node_overrides: dict[str, dict] = {
         "camera": camera_parameters(args.capture_size),
-        "planner": {"publish_full_resolution": bool(args.record)},
+        "planner": {
+            "publish_full_resolution": bool(args.record),
+            "save_search_stacks": bool(args.save_stacks),
+        },
     }
     if args.model:
         node_overrides["focus"] = {"model": args.model}
     region = ", ".join(f"{v:.2f}" for v in args.region_mm)
     console.print(
-        f"[bold]deepaf scan[/]: {args.profile} virtual slide {args.slide_seed} "
+        f"[bold]deepaf scan[/]: {args.profile} {args.slide} virtual slide {args.slide_seed} "
         f"({args.protocol}), region ({region}) mm, focus {args.method}"
     )
     console.print(f"output: {out}")
@@ -222,7 +247,12 @@ def _start_recorder(args, console: Console):
     from deepaf.bag_command import record_argv
     from deepaf.runner import NodeProcess
 
-    info = {"profile": args.profile, "protocol": args.protocol, "slide_seed": args.slide_seed}
+    info = {
+        "profile": args.profile,
+        "protocol": args.protocol,
+        "slide_seed": args.slide_seed,
+        "slide": args.slide,
+    }
     console.print(f"recording to {args.record}")
     return NodeProcess(
         record_argv(args.record.resolve(), "/" + args.namespace.strip("/"), info)

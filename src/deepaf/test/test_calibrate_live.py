@@ -122,12 +122,13 @@ def test_live_calibration_against_the_graph(tmp_path, namespace):
     import rclpy
     from deepaf.client import DeepAfClient
     from deepaf.runner import GraphRunner
+    from deepaf_driver.backends.sim import SCAN_SLIDE
     from deepaf_driver.sim import VirtualMicroscope
     from deepaf_focus.calibrate import CalibrationConfig
 
     camera = {"capture_width": 2028, "capture_height": 1520}
     camera |= {"preview_width": 640, "preview_height": 360}  # the deployed sampling ratio
-    scope = VirtualMicroscope("20x", "lab_a_standard", slide_seed=0)
+    scope = VirtualMicroscope("20x", "lab_a_standard", slide_seed=0, slide=SCAN_SLIDE)
     x, y = scope.random_tissue_position(np.random.default_rng(3))
     z = float(scope.best_focus_z(x, y)) + 0.4e-6  # roughly focused, as a user would
     ns = namespace.strip("/")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from deepaf_driver.conversions import point
-from deepaf_driver.node_support import exit_with, run_node
+from deepaf_driver.node_support import exit_with, quiet_on_shutdown, run_node
 from deepaf_focus.tissue import PAPER_VALUE_THRESHOLD
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -30,6 +30,8 @@ from deepaf_planner.outputs import finish_scan, write_partial_report
 from deepaf_planner.report import TileRecord, completion_message
 from deepaf_planner.ros_microscope import RosMicroscope
 from deepaf_planner.scanner import (
+    FOCUS_METHODS,
+    PREDICTING_METHODS,
     HardwareError,
     Scanner,
     ScanProgress,
@@ -47,7 +49,9 @@ class PlannerNode(Node):
         p = self.declare_parameter
         self._profile = p("profile", "4x", d(description="optics profile: 4x | 20x")).value
         self._method = p(
-            "focus_method", "deepaf", d(description="default focus method: deepaf | stack | fixed")
+            "focus_method",
+            "deepaf",
+            d(description="default focus method: " + " | ".join(FOCUS_METHODS)),
         ).value
         pixel = p(
             "pixel_size",
@@ -66,10 +70,20 @@ class PlannerNode(Node):
             p(
                 "stack_range",
                 0.0,
-                d(description="[m] half range of the stack focus search; 0 = 4 depths of field"),
+                d(description="[m] half range of the stack search's first interval; 0 = 3 DoF"),
             ).value
-            or 8 * self._half_dof
+            or None
         )
+        self._focus_map_spacing = p(
+            "focus_map_spacing",
+            3,
+            d(description="focus_map surveys every this many rows and columns"),
+        ).value
+        self._save_search_stacks = p(
+            "save_search_stacks",
+            False,
+            d(description="keep classical focus searches as focal stacks in <scan>/focus_stacks"),
+        ).value
         self._timeouts = {
             "discovery": p("discovery_timeout", 10.0, d(description="[s]")).value,
             "move": p("move_timeout", 30.0, d(description="[s]")).value,
@@ -118,8 +132,41 @@ class PlannerNode(Node):
         ).value
         self._sim_truth = sim_truth_from_parameters(self, self._profile)
 
+        # A frame is used only where it was commanded (ros_microscope): x/y within a quarter
+        # of a capture pixel (stitching registers tiles to the pixel), z within 1/8 of the half
+        # depth of field (a 16th of the DoF, below the quarter-DoF focus search tolerance).
+        tol_xy = p(
+            "pose_tolerance_xy",
+            0.0,
+            d(
+                description="[m] largest x/y distance between a frame's pose at exposure and "
+                "the commanded pose; 0 = a quarter capture pixel",
+                read_only=True,
+            ),
+        ).value
+        tol_z = p(
+            "pose_tolerance_z",
+            0.0,
+            d(
+                description="[m] largest focus_z distance between a frame's pose and the "
+                "commanded one; 0 = half_dof / 8",
+                read_only=True,
+            ),
+        ).value
+        if not (math.isfinite(tol_xy) and tol_xy >= 0 and math.isfinite(tol_z) and tol_z >= 0):
+            raise ValueError(f"pose tolerances must be >= 0 m, got {tol_xy}, {tol_z}")
+        predict_by_stamp = p(
+            "predict_by_stamp",
+            True,
+            d(
+                description="name previews by stamp in PredictFocus goals (the focus server "
+                "holds them) instead of sending the image back"
+            ),
+        ).value
         self._scope = RosMicroscope(self, self._timeouts, preview_time)
         self._scope.publish_full = self._publish_full
+        self._scope.pose_tolerance = (tol_xy or self._pixel / 4, tol_z or self._half_dof / 8)
+        self._scope.predict_by_stamp = predict_by_stamp
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._status_pub = self.create_publisher(ScanStatus, "scan/status", latched)
         self._tile_pub = self.create_publisher(ScanTile, "scan/tiles", 50)
@@ -130,7 +177,7 @@ class PlannerNode(Node):
             self,
             ScanSlide,
             "scan_slide",
-            execute_callback=self._execute_scan,
+            execute_callback=quiet_on_shutdown(self, self._execute_scan, ScanSlide.Result),
             goal_callback=lambda _: GoalResponse.ACCEPT,
             cancel_callback=lambda _: CancelResponse.ACCEPT,
             callback_group=group,
@@ -139,7 +186,7 @@ class PlannerNode(Node):
             self,
             AcquireFocalStack,
             "acquire_focal_stack",
-            execute_callback=self._execute_stack,
+            execute_callback=quiet_on_shutdown(self, self._execute_stack, AcquireFocalStack.Result),
             goal_callback=lambda _: GoalResponse.ACCEPT,
             cancel_callback=lambda _: CancelResponse.ACCEPT,
             callback_group=group,
@@ -161,6 +208,11 @@ class PlannerNode(Node):
             )
         if not goal.output_dir:
             raise ValueError("output_dir is empty: say where the slide should be written")
+        if not (math.isfinite(goal.overlap) and 0.0 <= goal.overlap < 0.5):
+            raise ValueError(
+                f"overlap {goal.overlap} is not a fraction in [0, 0.5) of the field "
+                "(0 = the default 0.1)"
+            )
         return ScanRequest(
             region_min=rmin,
             region_max=rmax,
@@ -168,13 +220,16 @@ class PlannerNode(Node):
             pixel_size=self._pixel,
             limits=limits,
             output_dir=Path(goal.output_dir).expanduser().resolve(),
-            overlap=goal.overlap if goal.overlap > 0 else 0.1,
+            overlap=goal.overlap or 0.1,
             step=goal.step if goal.step != 0 else None,
             focus_method=goal.focus_method or self._method,
             start_z=goal.start_z if goal.use_start_z else None,
             resume=goal.resume,
             keep_empty_fields=goal.keep_empty_fields,
             stack_range=self._stack_range,
+            focus_map_spacing=self._focus_map_spacing,
+            save_search_stacks=self._save_search_stacks,
+            profile=self._profile,
             half_dof=self._half_dof,
             tissue_method=self._tissue_method,
             value_threshold=self._value_threshold,
@@ -209,7 +264,7 @@ class PlannerNode(Node):
         try:
             try:
                 method = handle.request.focus_method or self._method
-                self._scope.check_servers(need_focus=method == "deepaf")
+                self._scope.check_servers(need_focus=method in PREDICTING_METHODS)
                 req = self._request(handle.request)
             except (ValueError, HardwareError) as exc:
                 handle.abort()

@@ -8,10 +8,18 @@ any object with the same methods) through the :class:`ScanMachine` states. Per f
 2. preview; tissue detection (`deepaf_focus.tissue`); empty glass is skipped;
 3. focus by method:
 
-   * `deepaf`: predict the offset from the preview and move z once. A prediction the model
-     itself does not trust (calibrated expected error > `max_expected_error`) goes straight
-     to the fallback; one far from the focus surface is re-checked with a preview at its z.
-   * `stack`: golden-section search on Brenner through the same camera and stage.
+   * `deepaf` (the verified loop, default): predict the offset from the preview and move z
+     once. A prediction the model itself does not trust (calibrated expected error >
+     `max_expected_error`) goes straight to the fallback; one far from the focus surface is
+     re-checked with a preview at its z.
+   * `deepaf_single`: the paper's single shot: predict, move once, capture; the capture is
+     verified for its verdict but never refocused.
+   * `stack`: golden-section search on Brenner over the surface estimate +- `stack_range`
+     (+- 3 DoF by default) to a quarter DoF, moving on past an end that holds the peak.
+   * `focus_map`: what commercial scanners do: before the scan, the same search at a sparse
+     grid of survey fields (every `focus_map_spacing`-th row and column, corners included);
+     a robust surface through them; then every field is captured at the surface's z without
+     refocusing. The survey's images and time are charged to the survey fields' tiles.
    * `fixed`: keep the starting z.
 
 4. full-resolution capture, VERIFIED from the capture itself (no extra exposure): the focus
@@ -45,6 +53,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from deepaf_driver.profiles import half_dof_m
 from deepaf_focus.baselines import brenner, golden_section_search
 from deepaf_focus.tissue import (
     PAPER_VALUE_THRESHOLD,
@@ -57,11 +66,14 @@ from deepaf_focus.tissue import (
 from deepaf_planner.focus_surface import FocusSurface
 from deepaf_planner.journal import ScanJournal
 from deepaf_planner.report import FOCUS_QUALITY_LOW, FOCUS_QUALITY_OK, TileRecord
-from deepaf_planner.scan_path import Field, plan_grid
+from deepaf_planner.scan_path import Field, Limits, check_within_limits, plan_grid
+from deepaf_planner.search_stacks import SearchStackWriter
 from deepaf_planner.sharpness import assess_sharpness, normalized_sharpness, resample_to_width
 from deepaf_planner.state_machine import ScanMachine
 
-FOCUS_METHODS = ("deepaf", "stack", "fixed")
+FOCUS_METHODS = ("deepaf", "deepaf_single", "stack", "focus_map", "fixed")
+PREDICTING_METHODS = ("deepaf", "deepaf_single")  # need the focus server
+SEARCH_STACKS_DIR = "focus_stacks"  # save_search_stacks: output_dir/focus_stacks
 
 # Focus verification and fallback, in half depths of field (ScanRequest.half_dof) or ratios.
 VERIFY_TOLERANCE_HDOF = 1.5  # |re-prediction from the capture| accepted as in focus
@@ -75,6 +87,7 @@ PREVIEW_MARGIN = 0.92  # a capture below this fraction of its preview's sharpnes
 NEIGHBOUR_MIN_RATIO = 0.3
 PEAK_CONTRAST = 1.15  # a search peak must be this much sharper than the interval's ends
 SEARCH_EXTENSIONS = 2  # times a search whose peak is at an end moves on past it
+SURVEY_EXTENSIONS = 6  # ... for a focus-map survey point, which has no neighbours to start from
 
 
 class HardwareError(RuntimeError):
@@ -132,15 +145,6 @@ class Microscope(Protocol):
 
 
 @dataclass
-class Limits:
-    """Soft limits of the stage [m]."""
-
-    x: tuple[float, float]
-    y: tuple[float, float]
-    z: tuple[float, float]
-
-
-@dataclass
 class ScanRequest:
     """One scan: region [m], method, output and the optics the planning needs.
 
@@ -151,14 +155,19 @@ class ScanRequest:
         limits: soft limits the plan must stay inside.
         overlap: fraction of the field shared by neighbours.
         step: field step [m]; None derives it from the field of view and overlap.
-        focus_method: deepaf | stack | fixed.
+        focus_method: one of FOCUS_METHODS (see the module docstring).
         start_z: focus_z of the first field [m]; None = current.
         output_dir: where tiles, journal, slide and report go.
         resume: continue the scan already in output_dir.
         keep_empty_fields: capture empty glass too.
         tissue_method: "colour" (saturation or optical density per pixel, default) or
             "paper" (mean HSV value below `value_threshold`, as in the DeepAf paper).
-        stack_range: [m] half range of the `stack` search around the expected focus.
+        stack_range: [m] half range of the `stack` (and `focus_map` survey) search around
+            the expected focus; None = 6 half_dof (+- 3 DoF).
+        focus_map_spacing: `focus_map` surveys every this many rows and columns.
+        save_search_stacks: keep every classical search with a trusted peak as a focal
+            stack (dataset format) in output_dir/focus_stacks, for `./deepaf calibrate`.
+        profile: optics profile name, recorded in those stacks.
         half_dof: [m] half the depth of field (the within-DoF criterion).
         refocus_tolerance: [m] a prediction farther than this from the surface is re-checked.
         verify_tolerance: [m] the largest |re-prediction| on the capture that verifies its
@@ -179,8 +188,11 @@ class ScanRequest:
     start_z: float | None = None
     resume: bool = False
     keep_empty_fields: bool = False
-    stack_range: float = 60e-6
-    half_dof: float = 30e-6
+    stack_range: float | None = None
+    focus_map_spacing: int = 3
+    save_search_stacks: bool = False
+    profile: str = "unknown"
+    half_dof: float = half_dof_m("4x")
     refocus_tolerance: float = 60e-6
     verify_tolerance: float | None = None
     max_expected_error: float | None = None
@@ -201,6 +213,11 @@ class ScanRequest:
         if self.max_expected_error is not None:
             return self.max_expected_error
         return MAX_EXPECTED_ERROR_HDOF * self.half_dof
+
+    @property
+    def stack_half_range(self) -> float:
+        """[m] the `stack` search's first interval is the surface estimate +- this."""
+        return self.stack_range if self.stack_range is not None else self.search_margin_m
 
     @property
     def search_margin_m(self) -> float:
@@ -274,6 +291,32 @@ class _Outcome:
     refocused: bool = False
 
 
+@dataclass
+class _Surveyed:
+    """A `focus_map` survey field: the z its search found, whether its peak is trusted, and
+    the images, seconds and descriptions the search cost."""
+
+    z: float
+    ok: bool
+    images: int
+    seconds: float
+    texts: list[str]
+
+
+def survey_fields(fields: list[Field], spacing: int) -> list[Field]:
+    """`focus_map`'s survey fields, in scan order: every `spacing`-th row and column of the
+    grid, always including its first and last rows and columns (corners), so the surface
+    spans the region."""
+
+    def picks(n: int) -> set[int]:
+        k = max(2, math.ceil((n - 1) / spacing) + 1) if n > 1 else 1
+        return {round(float(v)) for v in np.linspace(0, n - 1, k)}
+
+    rows = picks(max(f.row for f in fields) + 1) if fields else set()
+    cols = picks(max(f.col for f in fields) + 1) if fields else set()
+    return [f for f in fields if f.row in rows and f.col in cols]
+
+
 def _um(m: float, signed: bool = True) -> str:
     return f"{m * 1e6:+.2f}" if signed else f"{m * 1e6:.2f}"
 
@@ -317,17 +360,14 @@ def validate_request(req: ScanRequest) -> list[Field]:
         raise ValueError(f"unknown tissue method {req.tissue_method!r}; use colour or paper")
     if req.focus_method not in FOCUS_METHODS:
         raise ValueError(f"unknown focus method {req.focus_method!r}; use one of {FOCUS_METHODS}")
+    if not (isinstance(req.focus_map_spacing, int) and req.focus_map_spacing >= 1):
+        raise ValueError(f"focus_map_spacing must be an integer >= 1, got {req.focus_map_spacing}")
+    if req.stack_range is not None and not (math.isfinite(req.stack_range) and req.stack_range > 0):
+        raise ValueError(f"stack_range must be positive, got {req.stack_range} m")
     if req.step is not None and not (math.isfinite(req.step) and req.step > 0):
         raise ValueError(f"step must be positive, got {req.step} m")
     grid = plan_grid(req.region_min, req.region_max, req.field_of_view, req.overlap, req.step)
-    (x0, x1), (y0, y1) = req.limits.x, req.limits.y
-    for f in grid.fields:
-        if not (x0 <= f.x <= x1 and y0 <= f.y <= y1):
-            raise ValueError(
-                f"field {f.index} at ({f.x * 1e3:.3f}, {f.y * 1e3:.3f}) mm is outside the stage "
-                f"limits x [{x0 * 1e3:.3f}, {x1 * 1e3:.3f}] mm, y [{y0 * 1e3:.3f}, "
-                f"{y1 * 1e3:.3f}] mm; shrink the region"
-            )
+    check_within_limits(grid.fields, req.limits)
     if req.start_z is not None and not req.limits.z[0] <= req.start_z <= req.limits.z[1]:
         raise ValueError(
             f"start_z {req.start_z * 1e6:.1f} um is outside the z limits "
@@ -388,16 +428,27 @@ class Scanner:
             tissue=sum(t.has_tissue for t in done.values()),
             skipped=sum(not t.has_tissue for t in done.values()),
         )
-        self._can_predict = req.focus_method == "deepaf" or bool(
+        self._can_predict = req.focus_method in PREDICTING_METHODS or bool(
             getattr(self.scope, "can_predict", lambda: True)()
         )
+        mapping = req.focus_method == "focus_map"
+        self._survey: dict[int, _Surveyed] = {}
+        self._stacks: SearchStackWriter | None = None
+        self._frames: list[tuple[float, np.ndarray]] = []
+        if req.save_search_stacks:
+            self._stacks = SearchStackWriter(
+                req.output_dir / SEARCH_STACKS_DIR, req.profile, math.nan
+            )
         surface = FocusSurface()
         for t in done.values():
-            if t.has_tissue and not t.below_quality:  # only verified focus feeds the surface
+            # only verified focus feeds the surface (a focus map's tiles add nothing new)
+            if t.has_tissue and not t.below_quality and not mapping:
                 surface.add(t.x_m, t.y_m, t.z_m)
         results = [done[i] for i in sorted(done)]
         try:
             z = req.start_z if req.start_z is not None else self.scope.position()[2]
+            if mapping:
+                z = self._survey_map(machine, req, fields, done, z, surface)
             for f in fields:
                 if f.index in done:
                     continue
@@ -409,7 +460,7 @@ class Scanner:
                 journal.append(tile)
                 self._status["done"] += 1
                 self._status["tissue" if tile.has_tissue else "skipped"] += 1
-                if tile.has_tissue and not tile.below_quality:
+                if tile.has_tissue and not tile.below_quality and not mapping:
                     surface.add(tile.x_m, tile.y_m, tile.z_m)
                     z = tile.z_m
                 self._on_tile(tile)
@@ -445,12 +496,7 @@ class Scanner:
         preview = self.scope.preview()
         self._sim += preview.seconds
         machine.previewed()
-        if req.tissue_method == "paper":
-            score = 1.0 - mean_hsv_value(preview.rgb)
-            has_tissue = paper_field_has_tissue(preview.rgb, req.value_threshold)
-        else:
-            score = field_tissue_score(preview.rgb, req.tissue)
-            has_tissue = score >= req.tissue.min_field_fraction
+        score, has_tissue = self._has_tissue(req, preview)
         base = dict(
             index=f.index,
             row=f.row,
@@ -492,8 +538,12 @@ class Scanner:
         )
         if req.focus_method == "deepaf":
             out = self._deepaf(machine, req, ctx, surface)
+        elif req.focus_method == "deepaf_single":
+            out = self._deepaf_single(machine, req, ctx)
         elif req.focus_method == "stack":
             out = self._stack(machine, req, ctx)
+        elif req.focus_method == "focus_map":
+            out = self._mapped(machine, req, ctx)
         else:
             out = self._fixed(machine, req, ctx)
         path = journal.write_tile_image(f.index, out.shot.frame.rgb, f.row, f.col)
@@ -522,9 +572,9 @@ class Scanner:
     ) -> _Outcome:
         """Predict from the preview, move once, capture, verify from the capture; fall back
         to a classical search when the prediction is not confident or fails verification."""
-        decision = self.scope.predict_focus(ctx.preview, ctx.z0)
+        decision = self._predict(ctx, ctx.preview, ctx.z0)
         ctx.images += 1
-        ctx.seconds += ctx.preview.seconds + decision.seconds
+        ctx.seconds += ctx.preview.seconds
         candidates = [ctx.z0]  # the field starts at the surface's estimate
         if decision.status == "invalid":
             raise HardwareError(f"focus prediction invalid: {decision.message}")
@@ -546,9 +596,9 @@ class Scanner:
                 z_t = self._move_z(req, target, ctx)
                 second = self.scope.preview()
                 self._sim += second.seconds
-                check = self.scope.predict_focus(second, z_t)
+                check = self._predict(ctx, second, z_t)
                 ctx.images += 1
-                ctx.seconds += second.seconds + check.seconds
+                ctx.seconds += second.seconds
                 if check.status != "ok" or abs(check.offset_m) > req.verify_tol:
                     if check.status == "ok":
                         candidates.append(z_t + check.offset_m)
@@ -571,16 +621,83 @@ class Scanner:
         ctx.seconds += shot.frame.seconds
         return self._fallback(machine, req, ctx, candidates, verdict.text, offset, shot)
 
+    def _deepaf_single(
+        self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext
+    ) -> _Outcome:
+        """The paper's single shot: predict, move once, capture. The capture is verified for
+        the tile's verdict, never refocused."""
+        decision = self._predict(ctx, ctx.preview, ctx.z0)
+        ctx.images += 1
+        ctx.seconds += ctx.preview.seconds
+        if decision.status == "invalid":
+            raise HardwareError(f"focus prediction invalid: {decision.message}")
+        offset = decision.offset_m if decision.status == "ok" else math.nan
+        if decision.status == "ok":
+            self._move_z(req, ctx.z0 + offset, ctx)
+        machine.focused()
+        shot = self._capture(ctx)
+        verdict = self._verify(req, ctx, shot, predict=True)
+        quality = FOCUS_QUALITY_OK if verdict.ok else FOCUS_QUALITY_LOW
+        return _Outcome(shot, offset, quality, verdict.text)
+
     def _stack(self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext) -> _Outcome:
-        """Golden-section search of Brenner sharpness over z0 +- stack_range."""
-        lo, hi = req.limits.z
-        z_lo, z_hi = max(lo, ctx.z0 - req.stack_range), min(hi, ctx.z0 + req.stack_range)
-        found = self._search(req, ctx, z_lo, z_hi, prove_peak=False)
+        """Golden-section search of Brenner over the surface estimate +- stack_range, to a
+        quarter DoF, moving on past an end that holds the peak; then capture."""
+        found, texts = self._bounded_search(req, ctx, [ctx.z0], req.stack_half_range, False)
         self._move_z(req, found.z, ctx)
         machine.focused()
         shot = self._capture(ctx)
         quality = FOCUS_QUALITY_OK if found.ok else FOCUS_QUALITY_LOW
-        return _Outcome(shot, found.z - ctx.z0, quality, found.text)
+        return _Outcome(shot, found.z - ctx.z0, quality, ", ".join(texts))
+
+    def _survey_map(
+        self,
+        machine: ScanMachine,
+        req: ScanRequest,
+        fields: list[Field],
+        done: dict[int, TileRecord],
+        z: float,
+        surface: FocusSurface,
+    ) -> float:
+        """`focus_map`'s survey: a stack search at every survey field with tissue (in scan
+        order, each starting at the surface so far), every result fed to the surface.
+        Returns the z to start the scan at."""
+        for f in survey_fields(fields, req.focus_map_spacing):
+            self._check_cancel()
+            guess = surface.predict(f.x, f.y)
+            z_start = float(np.clip(guess[0] if guess is not None else z, *req.limits.z))
+            moved = self.scope.move_to(f.x, f.y, z_start)
+            self._sim += moved.seconds
+            preview = self.scope.preview()
+            self._sim += preview.seconds
+            if not self._has_tissue(req, preview)[1]:
+                continue
+            ctx = _FieldContext(f, moved.pose[2], moved.pose[2], preview, 0.0, [])
+            found, texts = self._bounded_search(
+                req, ctx, [ctx.z0], req.stack_half_range, False, SURVEY_EXTENSIONS
+            )
+            self._survey[f.index] = _Surveyed(found.z, found.ok, ctx.images, ctx.seconds, texts)
+            if found.ok:
+                surface.add(moved.pose[0], moved.pose[1], found.z)
+                z = found.z
+        if self._survey and not len(surface):
+            self.error = "focus map: no survey field found a focus peak"
+        return z
+
+    def _mapped(self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext) -> _Outcome:
+        """Capture at the focus map's z (the field started there); verify for the verdict.
+        A survey field carries the survey's focus cost."""
+        machine.focused()
+        shot = self._capture(ctx)
+        verdict = self._verify(req, ctx, shot, predict=self._can_predict)
+        quality = FOCUS_QUALITY_OK if verdict.ok else FOCUS_QUALITY_LOW
+        text = verdict.text
+        point = self._survey.get(ctx.f.index)
+        if point is not None:
+            ctx.images += point.images
+            ctx.seconds += point.seconds
+            text = f"focus point ({', '.join(point.texts)}); {text}"
+        return _Outcome(shot, 0.0, quality, text)
 
     def _fixed(self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext) -> _Outcome:
         """Capture at the starting z; verify it from the capture (never refocus)."""
@@ -591,6 +708,22 @@ class Scanner:
         return _Outcome(shot, 0.0, quality, verdict.text)
 
     # -- building blocks -----------------------------------------------------------------
+    @staticmethod
+    def _has_tissue(req: ScanRequest, preview: Frame) -> tuple[float, bool]:
+        """(tissue score, whether the field has tissue) of a preview."""
+        if req.tissue_method == "paper":
+            score = 1.0 - mean_hsv_value(preview.rgb)
+            return score, paper_field_has_tissue(preview.rgb, req.value_threshold)
+        score = field_tissue_score(preview.rgb, req.tissue)
+        return score, score >= req.tissue.min_field_fraction
+
+    def _predict(self, ctx: _FieldContext, frame: Frame, focus_z: float) -> FocusDecision:
+        """A focus-server decision; its compute time is focus time and scan time."""
+        decision = self.scope.predict_focus(frame, focus_z)
+        ctx.seconds += decision.seconds
+        self._sim += decision.seconds
+        return decision
+
     def _move_z(self, req: ScanRequest, z: float, ctx: _FieldContext) -> float:
         """Move the focus (clipped to the soft limits), charged to the field's focus time."""
         moved = self.scope.move_to(z=float(np.clip(z, *req.limits.z)))
@@ -626,8 +759,7 @@ class Scanner:
         failed: list[str] = []
         offset2 = math.nan
         if predict:
-            d = self.scope.predict_focus(Frame(shot.small, 0.0), shot.z)
-            ctx.seconds += d.seconds
+            d = self._predict(ctx, Frame(shot.small, 0.0), shot.z)
             if d.status == "ok":
                 offset2 = d.offset_m
                 text = f"re-prediction {_um(offset2)} um (tolerance {_um(tol, False)} um)"
@@ -672,21 +804,7 @@ class Scanner:
         past that end, up to SEARCH_EXTENSIONS times, as far as `search_max_half_width`
         from the field's start and the soft limits allow.
         """
-        (lo, hi), (lo_max, hi_max) = self._search_interval(req, candidates)
-        found = self._search(req, ctx, lo, hi, prove_peak=True)
-        texts = [found.text]
-        m, tol = req.search_margin_m, req.search_tol
-        for _ in range(SEARCH_EXTENSIONS):
-            if found.ok or found.side == 0:
-                break
-            if found.side > 0 and hi < hi_max - tol:
-                lo, hi = hi - m / 2, min(hi_max, hi + m)
-            elif found.side < 0 and lo > lo_max + tol:
-                lo, hi = max(lo_max, lo - m), lo + m / 2
-            else:
-                break
-            found = self._search(req, ctx, lo, hi, prove_peak=True)
-            texts.append("then " + found.text)
+        found, texts = self._bounded_search(req, ctx, candidates, req.search_margin_m, True)
         self._move_z(req, found.z, ctx)
         machine.focused()
         shot = self._capture(ctx)
@@ -695,22 +813,59 @@ class Scanner:
             shot = discarded  # no peak proven: keep the sharper capture
         return _Outcome(shot, offset, quality, f"{reason}; fallback {', '.join(texts)}", True)
 
+    def _bounded_search(
+        self,
+        req: ScanRequest,
+        ctx: _FieldContext,
+        candidates: list[float],
+        margin: float,
+        prove_peak: bool,
+        extensions: int = SEARCH_EXTENSIONS,
+    ) -> tuple[_Found, list[str]]:
+        """Search every focus candidate +- `margin`; when the sharpest z is an end of the
+        interval (focus beyond it), move on past that end, up to `extensions` times, as far
+        as `search_max_half_width` from the first candidate and the soft limits allow.
+        Returns the last search and the descriptions of all of them."""
+        (lo, hi), (lo_max, hi_max) = self._search_interval(req, candidates, margin)
+        self._frames = []
+        found = self._search(req, ctx, lo, hi, prove_peak=prove_peak)
+        texts = [found.text]
+        tol = req.search_tol
+        for _ in range(extensions):
+            if found.ok or found.side == 0:
+                break
+            if found.side > 0 and hi < hi_max - tol:
+                lo, hi = hi - margin / 2, min(hi_max, hi + margin)
+            elif found.side < 0 and lo > lo_max + tol:
+                lo, hi = max(lo_max, lo - margin), lo + margin / 2
+            else:
+                break
+            found = self._search(req, ctx, lo, hi, prove_peak=prove_peak)
+            texts.append("then " + found.text)
+        if self._stacks is not None and found.ok and self._frames:
+            width = ctx.preview.rgb.shape[1]
+            self._stacks.pixel_size_m = req.field_of_view[0] / width  # preview sampling
+            where = self._stacks.write(ctx.f.x, ctx.f.y, self._frames, found.z)
+            texts.append(f"kept as {where.parent.name}/{where.name}")
+        self._frames = []
+        return found, texts
+
     def _search_interval(
-        self, req: ScanRequest, candidates: list[float]
+        self, req: ScanRequest, candidates: list[float], margin: float
     ) -> tuple[tuple[float, float], tuple[float, float]]:
-        """The fallback's first interval, every finite candidate +- search_margin, and the
-        most it may grow to: +- search_max_half_width around the first candidate (the
-        field's start, the surface estimate), inside the soft limits."""
+        """A search's first interval, every finite candidate +- margin, and the most it may
+        grow to: +- search_max_half_width around the first candidate (the field's start,
+        the surface estimate), inside the soft limits."""
         primary = candidates[0]
         finite = [c for c in candidates if math.isfinite(c)]
         z_lo, z_hi = req.limits.z
         lo_max = max(z_lo, primary - req.search_max_half_width_m)
         hi_max = min(z_hi, primary + req.search_max_half_width_m)
-        lo = max(min(finite) - req.search_margin_m, lo_max)
-        hi = min(max(finite) + req.search_margin_m, hi_max)
+        lo = max(min(finite) - margin, lo_max)
+        hi = min(max(finite) + margin, hi_max)
         if hi - lo < 4 * req.search_tol:  # squeezed against a limit
-            lo = max(z_lo, min(lo, hi - 2 * req.search_margin_m))
-            hi = min(z_hi, max(hi, lo + 2 * req.search_margin_m))
+            lo = max(z_lo, min(lo, hi - 2 * margin))
+            hi = min(z_hi, max(hi, lo + 2 * margin))
         return (lo, hi), (min(lo, lo_max), max(hi, hi_max))
 
     def _search(
@@ -731,6 +886,8 @@ class Scanner:
             ctx.seconds += moved.seconds + frame.seconds
             ctx.images += 1
             ctx.z = moved.pose[2]
+            if self._stacks is not None:
+                self._frames.append((ctx.z, frame.rgb))
             return frame.rgb
 
         tol = req.search_tol

@@ -17,7 +17,7 @@ from deepaf_planner.journal import ScanJournal
 from deepaf_planner.outputs import make_report
 from deepaf_planner.report import ScanReport, completion_message
 from deepaf_planner.scan_path import plan_grid
-from deepaf_planner.scanner import Limits, Scanner, ScanRequest
+from deepaf_planner.scanner import Limits, Scanner, ScanRequest, survey_fields, validate_request
 from deepaf_planner.sim_microscope import SimMicroscope
 
 PROFILE, PROTOCOL = "20x", "lab_a_standard"
@@ -42,6 +42,7 @@ def _request(scope, sim, out, cols: int, rows: int, dz: float, **kw) -> ScanRequ
     half_dof = scope.profile.depth_of_field_m / 2
     first = plan_grid(lo, hi, fov).fields[0]
     kw.setdefault("limits", sim.limits)
+    kw.setdefault("stack_range", 8 * half_dof)
     return ScanRequest(
         region_min=lo,
         region_max=hi,
@@ -49,7 +50,6 @@ def _request(scope, sim, out, cols: int, rows: int, dz: float, **kw) -> ScanRequ
         pixel_size=scope.pixel_size_m,
         output_dir=out,
         half_dof=half_dof,
-        stack_range=8 * half_dof,
         refocus_tolerance=2 * half_dof,
         start_z=float(scope.best_focus_z(first.x, first.y)) + dz,
         **kw,
@@ -167,3 +167,110 @@ def test_fixed_focus_is_verified_but_never_refocused(predictor, tmp_path):
     assert all(
         t.focus_quality == "low" and "no focus prediction" in t.focus_check for t in _tissue(tiles)
     )
+
+
+# -- the baseline methods: fair stack, focus map, single shot ---------------------------
+def _fair(scope, sim, out, cols, rows, dz, **kw) -> ScanRequest:
+    req = _request(scope, sim, out, cols, rows, dz, **kw)
+    req.stack_range = None  # the default: +- 3 DoF
+    return req
+
+
+def test_survey_fields_span_the_grid_corners_included():
+    grid = plan_grid((0.0, 0.0), (10e-3, 7e-3), (1e-3, 1e-3), overlap=0.0)
+    picked = survey_fields(grid.fields, 3)
+    rows = sorted({f.row for f in picked})
+    cols = sorted({f.col for f in picked})
+    assert rows[0] == 0 and rows[-1] == grid.n_rows - 1
+    assert cols[0] == 0 and cols[-1] == grid.n_cols - 1
+    assert max(np.diff(rows)) <= 3 and max(np.diff(cols)) <= 3
+    assert len(picked) < len(grid.fields) / 4  # sparse
+    assert [f.index for f in picked] == sorted(f.index for f in picked)  # scan order
+    single = plan_grid((0.0, 0.0), (1e-3, 1e-3), (1e-3, 1e-3)).fields
+    assert survey_fields(single, 3) == single
+
+
+def test_bad_survey_spacing_and_stack_range_are_refused(tmp_path, predictor):
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    for kw in ({"focus_map_spacing": 0}, {"stack_range": -1e-6}, {"stack_range": float("nan")}):
+        req = _request(scope, sim, tmp_path / "x", 1, 1, 0.0, **kw)
+        with pytest.raises(ValueError):
+            validate_request(req)
+
+
+def test_fair_stack_focuses_every_tile_within_a_few_images(predictor, tmp_path):
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    req = _fair(scope, sim, tmp_path / "scan", 3, 1, dz=2e-6, focus_method="stack")
+    assert req.stack_half_range == pytest.approx(6 * req.half_dof)
+    machine, tiles, _ = Scanner(sim, scope.best_focus_z).run(req)
+    assert machine.state == "stitching", machine
+    tissue = [t for t in tiles if t.has_tissue]
+    assert len(tissue) == 3
+    errors = [abs(t.true_focus_error_m) for t in tissue]
+    assert all(e <= req.half_dof for e in errors), errors
+    assert all(t.focus_quality == "ok" for t in tissue), [t.focus_check for t in tissue]
+    # golden section over 6 DoF to a quarter DoF: about 8 images, far fewer than +- 4 DoF
+    # at a quarter-DoF step (33)
+    assert np.mean([t.focus_images for t in tissue]) <= 12
+
+
+def test_focus_map_surveys_a_sparse_grid_then_captures_without_refocusing(predictor, tmp_path):
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    req = _fair(scope, sim, tmp_path / "scan", 3, 2, dz=1e-6, focus_method="focus_map")
+    machine, tiles, _ = Scanner(sim, scope.best_focus_z).run(req)
+    assert machine.state == "stitching", machine
+    tissue = [t for t in tiles if t.has_tissue]
+    assert len(tissue) == 6
+    surveyed = {f.index for f in survey_fields(validate_request(req), 3)}
+    assert surveyed == {0, 2, 3, 5}  # the corners of 3 x 2
+    for t in tissue:  # only the survey fields carry focus images
+        assert (t.focus_images > 0) == (t.index in surveyed), (t.index, t.focus_images)
+        assert "focus point" in t.focus_check or t.index not in surveyed
+        assert not t.refocused
+    errors = [abs(t.true_focus_error_m) for t in tissue]
+    assert np.mean([e <= 1.5 * req.half_dof for e in errors]) >= 5 / 6, errors
+
+
+def test_single_shot_never_refocuses_but_flags_what_it_could_not_verify(predictor, tmp_path):
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    wrong = WrongWay(sim, scope)
+    req = _request(scope, sim, tmp_path / "scan", 2, 1, dz=0.0, focus_method="deepaf_single")
+    _, tiles, _ = Scanner(wrong, scope.best_focus_z).run(req)
+    tissue = [t for t in tiles if t.has_tissue]
+    assert tissue and not any(t.refocused for t in tissue)
+    assert all(t.focus_images == 1 for t in tissue)
+    blurred = [t for t in tissue if abs(t.true_focus_error_m) > req.half_dof]
+    assert blurred and all(t.focus_quality == "low" for t in blurred)
+
+
+def test_searches_are_kept_as_focal_stacks_the_trainer_reads(predictor, tmp_path):
+    from deepaf_focus.data import read_dataset
+
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    req = _fair(
+        scope, sim, tmp_path / "scan", 2, 1, dz=1e-6, focus_method="stack", save_search_stacks=True
+    )
+    req.profile = PROFILE
+    _, tiles, _ = Scanner(sim, scope.best_focus_z).run(req)
+    tissue = [t for t in tiles if t.has_tissue and t.focus_quality == "ok"]
+    assert tissue and all("kept as focus_stacks/" in t.focus_check for t in tissue)
+    records = read_dataset(tmp_path / "scan" / "focus_stacks")
+    assert len(records) == sum(t.focus_images for t in tissue)  # every search image, labelled
+    assert len({r.stack for r in records}) == len(tissue)
+    for r in records:
+        assert r.profile == PROFILE and r.pixel_size_m > scope.pixel_size_m  # preview pixels
+        assert r.label_um == pytest.approx((r.best_focus_z_m - r.z_m) * 1e6, abs=1e-3)
+        true = float(scope.best_focus_z(*_stack_xy(r)))
+        assert abs(r.best_focus_z_m - true) <= req.half_dof  # the peak is a good label
+
+
+def _stack_xy(record) -> tuple[float, float]:
+    import json
+
+    meta = json.loads((record.path.parent / "meta.json").read_text())
+    return meta["x_m"], meta["y_m"]

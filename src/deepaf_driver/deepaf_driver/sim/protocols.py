@@ -137,21 +137,28 @@ PROTOCOL_PRESETS: dict[str, Protocol] = {
 }
 
 
+RANDOM_PREFIX = "random_"
+
+
 def get_protocol(protocol: str | Protocol) -> Protocol:
-    """Return a preset by name (or pass a :class:`Protocol` through).
+    """Return a preset by name, ``random_N`` as ``random_protocol(N)`` (a held-out lab for
+    any seed N never used in training), or pass a :class:`Protocol` through.
 
     Raises:
         ValueError: unknown name; the message lists the valid presets.
     """
     if isinstance(protocol, Protocol):
         return protocol
-    try:
+    if protocol in PROTOCOL_PRESETS:
         return PROTOCOL_PRESETS[protocol]
-    except KeyError:
-        raise ValueError(
-            f"unknown protocol {protocol!r}; valid presets: {', '.join(PROTOCOL_PRESETS)} "
-            "(or 'random' in the dataset command)"
-        ) from None
+    seed = protocol.removeprefix(RANDOM_PREFIX) if isinstance(protocol, str) else ""
+    if protocol.startswith(RANDOM_PREFIX) and seed.isdigit():
+        return random_protocol(int(seed))
+    raise ValueError(
+        f"unknown protocol {protocol!r}; valid presets: {', '.join(PROTOCOL_PRESETS)}, or "
+        f"{RANDOM_PREFIX}N for the lab random_protocol(N) samples "
+        "(and 'random' in the dataset command)"
+    )
 
 
 def random_protocol(rng: np.random.Generator | int) -> Protocol:
@@ -170,7 +177,7 @@ def random_protocol(rng: np.random.Generator | int) -> Protocol:
     lamp = np.clip(np.array([1.0, 0.9, 0.78]) + rng.normal(0, 0.08, 3), 0.45, 1.0)
     tag = f"{seed_name}" if seed_name is not None else f"{rng.integers(1 << 30):09d}"
     return Protocol(
-        name=f"random_{tag}",
+        name=f"{RANDOM_PREFIX}{tag}",
         h_vector=tuple(h),
         e_vector=tuple(e),
         h_strength=float(rng.uniform(0.35, 0.9)),
