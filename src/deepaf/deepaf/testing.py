@@ -66,12 +66,16 @@ def _ros2cli_environment() -> tuple[tuple[tuple[str, str], ...] | None, str]:
             "another; a full ROS 2 install provides them)"
         )
     try:
+        # setup.sh checks the venv in a clean environment (no LD_LIBRARY_PATH): let the ROS
+        # wheels' bootstrapper re-exec there instead of inheriting "already bootstrapped"
+        clean = {k: v for k, v in os.environ.items() if k != "_ROS_WHEELS_BOOTSTRAP_COMPLETE"}
         built = subprocess.run(
             ["bash", str(setup), str(repo_root())],
             capture_output=True,
             text=True,
             timeout=900,
             check=False,
+            env=clean,
         )
     except subprocess.TimeoutExpired:
         return None, f"{setup} did not finish within 900 s"
