@@ -680,8 +680,6 @@ class Scanner:
             if found.ok:
                 surface.add(moved.pose[0], moved.pose[1], found.z)
                 z = found.z
-        if self._survey and not len(surface):
-            self.error = "focus map: no survey field found a focus peak"
         return z
 
     def _mapped(self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext) -> _Outcome:
