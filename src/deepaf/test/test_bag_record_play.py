@@ -184,8 +184,11 @@ def test_play_original_timing_rate_and_remap(ros_node, namespace, tmp_path):
     assert [v for _, v in got["pred"]] == pytest.approx([i * 1e-6 for i in range(5)])
     assert [v for _, v in got["joint"]] == pytest.approx([i * 1e-6 for i in range(5)])
     times = np.array([t for t, _ in got["pred"]])
-    gaps = np.diff(times)
-    assert gaps == pytest.approx([0.2] * 4, abs=0.12), gaps  # 0.4 s apart at rate 2
+    # 0.4 s apart in the bag, played at rate 2: 0.8 s from first to last. The span, not each
+    # gap: a loaded test process can take two messages in one spin, which moves single gaps
+    # but not the span. Rate 1 would give 1.6 s, no timing at all ~0 s.
+    span = times[-1] - times[0]
+    assert 0.55 < span < 1.2, np.diff(times)
     assert "published 10 messages" in _out(player)
 
 

@@ -135,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    rl = sub.add_parser(
+        "relabel",
+        help="move simulated datasets' labels to the current best-focus definition",
+        description="Move each stack's best focus (its label) to the current definition "
+        "(deepaf_driver.sim.microscope.focus_offset_m, BEST_FOCUS_VERSION), in place and "
+        "resumably; images are renamed to their new dz, not re-rendered. Stacks already "
+        "current are skipped.",
+    )
+    rl.add_argument("data", nargs="+", help="dataset directories written by `deepaf sim dataset`")
+    rl.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    rl.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     m = sub.add_parser(
         "montage",
         help="save a through-focus montage of three protocols",
@@ -213,6 +225,32 @@ def _dataset(a) -> int:
         print(f"deepaf sim dataset: {e}", file=sys.stderr)
         return 130
     print(f"{out}: {spec.stacks} stacks")
+    return 0
+
+
+def _relabel(a) -> int:
+    import numpy as np
+
+    from ..dataset_format import read_index
+    from .dataset import _Progress
+    from .relabel import relabel_dataset
+
+    if a.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {a.workers}")
+    for root in a.data:
+        bar = _Progress(len(read_index(root)["stacks"]), 0, enabled=not a.no_progress)
+        try:
+            shifts = relabel_dataset(root, a.workers, on_stack=lambda r, bar=bar: bar.advance())
+        finally:
+            bar.close()
+        moved = np.array([r.shift_m for r in shifts if r.shift_m != 0.0]) * 1e6
+        if moved.size:
+            print(
+                f"{root}: {moved.size} of {len(shifts)} stacks relabelled; best focus moved "
+                f"median {np.median(moved):+.3f} um, |max| {np.abs(moved).max():.3f} um"
+            )
+        else:
+            print(f"{root}: all {len(shifts)} stacks already current")
     return 0
 
 
@@ -308,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             return _render(a)
         if a.cmd == "dataset":
             return _dataset(a)
+        if a.cmd == "relabel":
+            return _relabel(a)
         if a.cmd == "montage" and a.artefacts:
             from .artefact_montage import artefact_montage
 

@@ -37,6 +37,7 @@ from ..dataset_format import (  # noqa: F401  (some names only re-exported)
     write_stack_meta,
 )
 from .artefacts import get_slide_spec
+from .microscope import BEST_FOCUS_VERSION
 from .optics import get_profile
 from .protocols import Protocol, get_protocol, random_protocol
 
@@ -146,13 +147,9 @@ def stack_plan(spec: DatasetSpec, i: int) -> tuple[int, Protocol, np.random.Gene
     return slide_seed, protocol, rng
 
 
-def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = None) -> tuple:
-    """Render stack i of ``spec`` at defocus ``dzs`` (default: the spec's grid).
-
-    Returns:
-        (images, zs, meta): 8-bit RGB images, absolute z of each [m], and the stack's
-        metadata without its image list.
-    """
+def planned_scope(spec: DatasetSpec, i: int) -> tuple:
+    """The virtual microscope stack i of ``spec`` is rendered with: (scope, the drawn
+    microscope or None, the stack's rng positioned after the scope's draws)."""
     from .microscope import VirtualMicroscope
 
     slide_seed, protocol, rng = stack_plan(spec, i)
@@ -175,6 +172,39 @@ def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = Non
         noise_seed=int(rng.integers(1 << 31)),
         slide=spec.slide,
     )
+    return scope, drawn, rng
+
+
+def spec_from_args(args: dict) -> DatasetSpec:
+    """The :class:`DatasetSpec` a dataset index's ``args`` (:meth:`DatasetSpec.to_args`)
+    was written from."""
+    protocols = args["protocols"]
+    return DatasetSpec(
+        stacks=int(args["stacks"]),
+        protocols=protocols if isinstance(protocols, str) else tuple(protocols),
+        range_m=float(args["range_um"]) * 1e-6,
+        step_m=float(args["step_um"]) * 1e-6,
+        patch=int(args["patch"]),
+        seed=int(args.get("seed", 0)),
+        profile=args.get("profile", "20x"),
+        noise=bool(args.get("noise", True)),
+        sampling=args.get("sampling", "preview"),
+        microscope=args.get("microscope", "profile"),
+        slide=args.get("slide", "plain"),
+    )
+
+
+def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = None) -> tuple:
+    """Render stack i of ``spec`` at defocus ``dzs`` (default: the spec's grid).
+
+    Returns:
+        (images, zs, meta): 8-bit RGB images, absolute z of each [m], and the stack's
+        metadata without its image list.
+    """
+    from . import randomize
+
+    scope, drawn, rng = planned_scope(spec, i)
+    protocol, slide_seed = scope.protocol, scope.slide.seed
     x, y = scope.random_tissue_position(rng)
     zbest = float(scope.best_focus_z(x, y))
     if dzs is None:
@@ -211,6 +241,7 @@ def render_planned_stack(spec: DatasetSpec, i: int, dzs: np.ndarray | None = Non
         "x_m": x,
         "y_m": y,
         "best_focus_z_m": zbest,
+        "best_focus_version": BEST_FOCUS_VERSION,
     }
 
     if drawn is not None:
