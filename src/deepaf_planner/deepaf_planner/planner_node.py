@@ -119,7 +119,7 @@ class PlannerNode(Node):
             0.0,
             d(
                 description="[m] largest |focus re-prediction on the capture| that verifies a "
-                "tile; 0 = 1.5 half depths of field"
+                "tile; 0 = 1 half depth of field"
             ),
         ).value
         self._max_expected_error = p(

@@ -26,7 +26,10 @@ any object with the same methods) through the :class:`ScanMachine` states. Per f
    prediction re-run on it at the preview's pixel sampling must be within
    `verify_tolerance` of zero, after a move of more than 2 half DoF it must be sharper than
    the preview (otherwise not much blurrier), and it must not be far less sharp than its
-   verified neighbours. For `deepaf` a failed check starts the FALLBACK: a golden-section
+   verified neighbours. For `deepaf`, a check that failed only on a re-prediction of at
+   most 6 half DoF earns a SECOND SHOT: move by the re-prediction (made close to focus,
+   where the model is most accurate) and capture again, verified the same way. Any other
+   failed check, or a failed second shot, starts the FALLBACK: a golden-section
    search on Brenner over +- 3 DoF around the prediction, the surface estimate and the
    re-prediction (at most +- 30 half DoF, inside the soft limits), to a quarter DoF, with
    both ends imaged to prove an interior peak; then the tile is recaptured;
@@ -76,7 +79,8 @@ PREDICTING_METHODS = ("deepaf", "deepaf_single")  # need the focus server
 SEARCH_STACKS_DIR = "focus_stacks"  # save_search_stacks: output_dir/focus_stacks
 
 # Focus verification and fallback, in half depths of field (ScanRequest.half_dof) or ratios.
-VERIFY_TOLERANCE_HDOF = 1.5  # |re-prediction from the capture| accepted as in focus
+VERIFY_TOLERANCE_HDOF = 1.0  # |re-prediction from the capture| accepted as in focus
+SECOND_SHOT_MAX_HDOF = 6.0  # a larger re-prediction goes straight to the search
 MAX_EXPECTED_ERROR_HDOF = 5.0  # a prediction expected to be off by more is not confident
 SHARPEN_MOVE_HDOF = 2.0  # a focus move larger than this must sharpen the image
 SEARCH_MARGIN_HDOF = 6.0  # the fallback searches +- 3 DoF around each focus candidate
@@ -171,7 +175,8 @@ class ScanRequest:
         half_dof: [m] half the depth of field (the within-DoF criterion).
         refocus_tolerance: [m] a prediction farther than this from the surface is re-checked.
         verify_tolerance: [m] the largest |re-prediction| on the capture that verifies its
-            focus; None = 1.5 half_dof.
+            focus; None = 1 half_dof (a larger one, up to 6 half_dof, earns one second
+            shot at the re-predicted z before the search).
         max_expected_error: [m] a prediction whose calibrated expected error is larger is
             not trusted (straight to the classical fallback); None = 5 half_dof.
     """
@@ -267,6 +272,7 @@ class _Check:
     ok: bool
     text: str
     offset_m: float = math.nan
+    second_shot: bool = False  # failed only on a re-prediction worth one more capture
 
 
 @dataclass
@@ -619,6 +625,23 @@ class Scanner:
         machine.refocus()
         ctx.images += 1  # the capture turned out to be one more focus image
         ctx.seconds += shot.frame.seconds
+        if verdict.second_shot:
+            # the capture's own prediction, made close to focus, where the model is most
+            # accurate: one more move and capture before a search
+            z2 = self._move_z(req, shot.z + verdict.offset_m, ctx)
+            machine.focused()
+            second = self._capture(ctx)
+            check = self._verify(req, ctx, second, predict=True)
+            text = f"{verdict.text}; second shot at {_um(z2 - ctx.z0)} um: {check.text}"
+            if check.ok:
+                return _Outcome(second, offset, FOCUS_QUALITY_OK, text, True)
+            if math.isfinite(check.offset_m):
+                candidates.append(second.z + check.offset_m)
+            machine.refocus()
+            ctx.images += 1
+            ctx.seconds += second.frame.seconds
+            verdict = _Check(False, text, check.offset_m)
+            shot = max(shot, second, key=lambda s: s.sharpness)
         return self._fallback(machine, req, ctx, candidates, verdict.text, offset, shot)
 
     def _deepaf_single(
@@ -756,12 +779,14 @@ class Scanner:
         passed: list[str] = []
         failed: list[str] = []
         offset2 = math.nan
+        in_tol = False
         if predict:
             d = self._predict(ctx, Frame(shot.small, 0.0), shot.z)
             if d.status == "ok":
                 offset2 = d.offset_m
                 text = f"re-prediction {_um(offset2)} um (tolerance {_um(tol, False)} um)"
-                (passed if abs(offset2) <= tol else failed).append(text)
+                in_tol = abs(offset2) <= tol
+                (passed if in_tol else failed).append(text)
             else:
                 failed.append(f"no re-prediction from the capture ({d.status})")
         else:
@@ -783,7 +808,15 @@ class Scanner:
         if same_view.ok and near.ok:
             passed.append(f"sharpness {ratio:.2f}x the preview's after {_um(moved_by)} um")
         if failed:
-            return _Check(False, "; ".join(failed), offset2)
+            # only the re-prediction failed, and it is a move the model is sure of: one
+            # second shot (gross blur or a doubtful prediction goes to the search)
+            second = (
+                len(failed) == 1
+                and math.isfinite(offset2)
+                and not in_tol
+                and abs(offset2) <= SECOND_SHOT_MAX_HDOF * req.half_dof
+            )
+            return _Check(False, "; ".join(failed), offset2, second)
         return _Check(True, "verified: " + ", ".join(passed), offset2)
 
     def _fallback(

@@ -76,6 +76,24 @@ class WrongWay:
         return dataclasses.replace(decision, status="ok", offset_m=wrong, expected_error_m=0.2e-6)
 
 
+class ShortFromAfar:
+    """A predictor that points the right way but only half as far when focus is more than
+    4 um away (the out-of-domain error grows with defocus), exact closer to focus."""
+
+    def __init__(self, sim: SimMicroscope, scope: VirtualMicroscope) -> None:
+        self.sim, self.scope = sim, scope
+
+    def __getattr__(self, name):
+        return getattr(self.sim, name)
+
+    def predict_focus(self, frame, focus_z):
+        decision = self.sim.predict_focus(frame, focus_z)
+        x, y, _ = self.scope.stage.position
+        true = float(self.scope.best_focus_z(x, y)) - self.scope.stage.actual_z_m
+        offset = 0.5 * true if abs(true) > 4e-6 else true
+        return dataclasses.replace(decision, status="ok", offset_m=offset, expected_error_m=0.2e-6)
+
+
 def _tissue(tiles):
     return [t for t in tiles if t.has_tissue]
 
@@ -97,6 +115,20 @@ def test_good_predictor_verifies_every_tile_from_its_capture(predictor, tmp_path
     assert np.mean([t.focus_images for t in tissue]) <= 1.3  # verifying costs no image
     report = make_report(req, tiles, 1.0, 1.0, complete=True)
     assert report.tiles_below_quality == 0 and report.to_dict()["tiles_below_quality"] == 0
+
+
+def test_a_short_prediction_gets_a_second_shot_not_a_search(predictor, tmp_path):
+    scope = _scope()
+    short = ShortFromAfar(SimMicroscope(scope, predictor, capture_size=CAPTURE), scope)
+    req = _request(scope, short, tmp_path / "scan", 2, 1, dz=6e-6)
+    machine, tiles, _ = Scanner(short, scope.best_focus_z).run(req)
+    assert machine.state == "stitching", machine
+    first = _tissue(tiles)[0]  # starts 6 um off: the first move stops 3 um short
+    assert first.refocused and "second shot" in first.focus_check, first.focus_check
+    assert "fallback" not in first.focus_check, first.focus_check
+    assert first.focus_quality == "ok"
+    assert first.focus_images == 2  # the preview and the capture the second shot replaced
+    assert abs(first.true_focus_error_m) <= req.half_dof, first.true_focus_error_m
 
 
 def test_wrong_direction_predictor_is_caught_and_refocused_or_flagged(predictor, tmp_path):
