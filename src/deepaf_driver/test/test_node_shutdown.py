@@ -75,3 +75,22 @@ def test_a_failing_callback_still_ends_the_node_with_status_1(namespace):
         code = proc.stop()
     assert code == 1, proc.output()[-3000:]
     assert "deliberate failure in a timer callback" in proc.output()
+
+
+def test_failed_futures_left_at_exit_are_retrieved(capfd):
+    """The last sweep at exit marks InvalidHandle failures retrieved; others stay loud."""
+    import gc
+
+    from deepaf_driver.node_support import retrieve_shutdown_errors
+    from rclpy.exceptions import InvalidHandle
+    from rclpy.task import Future
+
+    quiet, loud = Future(), Future()
+    quiet.set_exception(InvalidHandle("cannot use Destroyable because destruction was requested"))
+    loud.set_exception(RuntimeError("a real failure"))
+    assert retrieve_shutdown_errors() >= 1
+    del quiet, loud
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "destruction was requested" not in err
+    assert "never retrieved: a real failure" in err
