@@ -249,30 +249,43 @@ def test_cancel_then_resume_gives_the_same_tiles(scanned, region, tmp_path):
     assert [(t["index"], t["has_tissue"]) for t in resumed] == key
 
 
+def _journalled(out: Path) -> list[int]:
+    """Tile indices in the scan journal, in the order they were written."""
+    lines = (out / "tiles.jsonl").read_text().splitlines() if (out / "tiles.jsonl").exists() else []
+    return [json.loads(line)["index"] for line in lines if line.strip()]
+
+
 # Once in 3 clean-clone CI runs (load ~8, launch tests beside it) the restarted focus server
 # left a prediction goal unanswered for 120 s; whether the client's action client misses the
 # new server under load or the server itself hangs is not known yet (issue 14 follow-up).
 @pytest.mark.flaky(reruns=1)
-def test_focus_server_killed_fails_the_goal_then_resume_completes(region, tmp_path):
+@pytest.mark.parametrize("victim", ["focus", "camera", "stage", "planner"])
+def test_node_killed_mid_scan_then_resume_loses_and_duplicates_nothing(region, tmp_path, victim):
+    """kill -9 of any node during a scan: the goal fails with a reason (or, for the planner,
+    dies with it); restarted, `resume` finishes the scan with every tile exactly once."""
     import rclpy
 
     (rmin, rmax), _ = region
     out = tmp_path / "killed"
-    ns = "scope_kill"
+    ns = f"scope_kill_{victim}"
     rclpy.init()
     try:
         with _graph(ns, tmp_path / "logs") as graph:
             client = DeepAfClient(ns, server_timeout=60.0)
             task = client.start_scan(rmin, rmax, str(out), start_z=START_Z, timeout=60.0)
             _wait_tiles(client, task, 1)
-            graph.processes["focus"].kill()
-            failed = task.wait(120.0)
-            assert failed.status is Status.FAILED
-            assert "focus" in failed.message, failed.message
-            spec = next(s for s in graph.specs if s.name == "focus")
-            focus = graph.processes["focus"]
-            with NodeProcess(["-m", spec.module], focus.argv[focus.argv.index("--ros-args") + 1 :]):
-                _wait_focus_server(client)
+            graph.processes[victim].kill()
+            if victim != "planner":
+                failed = task.wait(120.0)
+                assert failed.status is Status.FAILED, failed.message
+                assert failed.message
+            before = _journalled(out)
+            assert before and len(before) == len(set(before))
+            spec = next(s for s in graph.specs if s.name == victim)
+            dead = graph.processes[victim]
+            with NodeProcess(["-m", spec.module], dead.argv[dead.argv.index("--ros-args") + 1 :]):
+                if victim == "focus":
+                    _wait_focus_server(client)
                 done = client.scan_region(
                     rmin, rmax, str(out), start_z=START_Z, resume=True, timeout=600.0
                 )
@@ -282,6 +295,9 @@ def test_focus_server_killed_fails_the_goal_then_resume_completes(region, tmp_pa
     assert done.ok, done.message
     report = json.loads((out / "report.json").read_text())
     assert report["complete"] and len(report["tiles"]) == 6
+    after = _journalled(out)
+    assert sorted(after) == list(range(6)), after  # none lost, none twice
+    assert after[: len(before)] == before  # finished tiles were kept, not redone
 
 
 def test_acquire_focal_stack_writes_the_training_format(scanned):

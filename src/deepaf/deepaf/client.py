@@ -25,9 +25,11 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import rclpy
+from deepaf_planner.ros_microscope import ACK_WAIT, CANCEL_WAIT
 from geometry_msgs.msg import Point
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
@@ -44,9 +46,9 @@ def _point(x: float, y: float, z: float = 0.0) -> Point:
 
 #: Longest wait any call accepts [s] (a day): every wait is finite.
 MAX_TIMEOUT = 86400.0
-#: [s] how long a timed-out wait then waits for its cancel to be confirmed and for the
-#: goal's final result (the stage has stopped when it comes).
-CANCEL_WAIT = 3.0
+# CANCEL_WAIT: how long a timed-out wait then waits for its cancel to be confirmed and for
+# the goal's final result; ACK_WAIT: how long an unacknowledged goal waits before it is sent
+# again. One definition each, shared with the planner's side of the same calls.
 
 
 def _timeout(value: float, name: str = "timeout") -> float:
@@ -61,6 +63,12 @@ def _timeout(value: float, name: str = "timeout") -> float:
             f"{name} {value!r} must be a finite number of seconds in [0, {MAX_TIMEOUT:g}]"
         )
     return seconds
+
+
+def _absolute(path: str | Path) -> str:
+    """A goal's output directory resolved here, on the caller's side ("" stays empty: the
+    server then says what is missing); the planner refuses relative paths."""
+    return str(Path(path).expanduser().resolve()) if str(path) else ""
 
 
 def _cancel_if_accepted(future: Any) -> None:
@@ -199,13 +207,20 @@ class DeepAfClient:
                 )
             self._spin(0.05)
         task: list[Task] = []
-        future = client.send_goal_async(
-            goal,
-            feedback_callback=lambda m: setattr(task[0], "feedback", m.feedback) if task else None,
-        )
-        if not self._wait(future, timeout):
+        deadline = time.monotonic() + timeout
+        while True:  # a goal not acknowledged within ACK_WAIT is sent again (see ACK_WAIT)
+            future = client.send_goal_async(
+                goal,
+                feedback_callback=lambda m: (
+                    setattr(task[0], "feedback", m.feedback) if task else None
+                ),
+            )
+            left = deadline - time.monotonic()
+            if self._wait(future, max(0.0, min(ACK_WAIT, left))):
+                break
             future.add_done_callback(_cancel_if_accepted)  # accepted later: cancelled then
-            return Outcome(Status.TIMED_OUT, None, f"{client._action_name}: goal not answered")
+            if time.monotonic() >= deadline:
+                return Outcome(Status.TIMED_OUT, None, f"{client._action_name}: goal not answered")
         handle = future.result()
         if not handle.accepted:
             return Outcome(Status.REJECTED, None, f"{client._action_name}: goal rejected")
@@ -221,6 +236,14 @@ class DeepAfClient:
         return task.wait(max(0.0, timeout - (time.monotonic() - started)))
 
     # -- verbs ---------------------------------------------------------------------------
+    def run_goal(self, action: str, goal: Any, timeout: float = 60.0) -> Outcome:
+        """Send a goal built by the caller, every field as given and unchecked, to `action`
+        ("move", "predict", "stack" or "scan") and wait for it as the verbs do (a goal still
+        running at `timeout` is cancelled)."""
+        if action not in self._actions:
+            raise ValueError(f"action {action!r} is not one of {', '.join(self._actions)}")
+        return self._run(action, goal, timeout)
+
     def move_stage(
         self,
         x: float | None = None,
@@ -282,7 +305,7 @@ class DeepAfClient:
             z_step=float(z_step),
             crop_size=int(crop_size),
             full_resolution=bool(full_resolution),
-            output_dir=str(output_dir),
+            output_dir=_absolute(output_dir),
             protocol=str(protocol),
             stack_name=str(stack_name),
         )
@@ -312,7 +335,7 @@ class DeepAfClient:
             focus_method=focus_method,
             use_start_z=start_z is not None,
             start_z=float(start_z or 0.0),
-            output_dir=str(output_dir),
+            output_dir=_absolute(output_dir),
             resume=bool(resume),
             keep_empty_fields=bool(keep_empty_fields),
         )

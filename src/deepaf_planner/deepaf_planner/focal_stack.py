@@ -38,6 +38,7 @@ from deepaf_driver.dataset_format import (
 )
 from deepaf_driver.focus_measure import brenner, refine_peak
 
+from deepaf_planner.paths import goal_output_dir
 from deepaf_planner.scanner import Limits, Microscope
 
 #: Most slices one stack may have (2 x 1000 steps plus the centre).
@@ -186,8 +187,7 @@ def acquire_focal_stack(
         HardwareError: the stage or camera failed.
     """
     _check_goal(goal, limits)
-    if not goal.output_dir:
-        raise ValueError("output_dir is empty: say where the dataset is")
+    out = goal_output_dir(goal.output_dir, "dataset")
     if goal.stack_name:
         check_stack_name(goal.stack_name)
     x, y, z0 = (
@@ -204,7 +204,6 @@ def acquire_focal_stack(
         )
     _check_count(goal, n)
     zs = z_lo + goal.z_step * np.arange(n)
-    out = Path(goal.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     _check_index(out)  # a corrupt index fails before anything moves
     name = goal.stack_name or next(

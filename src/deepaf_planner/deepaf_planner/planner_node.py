@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from pathlib import Path
 
 from deepaf_driver.conversions import point
 from deepaf_driver.node_support import exit_with, quiet_on_shutdown, run_node
@@ -27,6 +26,7 @@ from deepaf_msgs.action import AcquireFocalStack, ScanSlide
 from deepaf_msgs.msg import ScanStatus, ScanTile
 from deepaf_planner.focal_stack import acquire_focal_stack
 from deepaf_planner.outputs import finish_scan, write_partial_report
+from deepaf_planner.paths import goal_output_dir
 from deepaf_planner.report import TileRecord, completion_message
 from deepaf_planner.ros_microscope import RosMicroscope
 from deepaf_planner.scanner import (
@@ -206,8 +206,7 @@ class PlannerNode(Node):
                 (goal.region_min.x, goal.region_min.y),
                 (goal.region_max.x, goal.region_max.y),
             )
-        if not goal.output_dir:
-            raise ValueError("output_dir is empty: say where the slide should be written")
+        output_dir = goal_output_dir(goal.output_dir, "slide")
         if not (math.isfinite(goal.overlap) and 0.0 <= goal.overlap < 0.5):
             raise ValueError(
                 f"overlap {goal.overlap} is not a fraction in [0, 0.5) of the field "
@@ -219,7 +218,7 @@ class PlannerNode(Node):
             field_of_view=fov,
             pixel_size=self._pixel,
             limits=limits,
-            output_dir=Path(goal.output_dir).expanduser().resolve(),
+            output_dir=output_dir,
             overlap=goal.overlap or 0.1,
             step=goal.step if goal.step != 0 else None,
             focus_method=goal.focus_method or self._method,

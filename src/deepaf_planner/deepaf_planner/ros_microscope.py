@@ -28,6 +28,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,28 @@ def _wait(future: Any, timeout: float, what: str) -> Any:
 CANCEL_WAIT = 3.0
 #: [s] an action server absent this long while its goal runs has gone (stopped or crashed).
 SERVER_GONE = 1.0
+#: [s] servers acknowledge a goal, and answer a parameter request, at once; no answer this
+#: long and the request is sent again. A restarted node reappears in the ROS graph before DDS
+#: has matched its endpoints with ours (the dead node's linger until their lease expires),
+#: and a request sent in between is lost, not delayed. A late acknowledgement of an earlier
+#: send is cancelled.
+ACK_WAIT = 5.0
+
+
+def _resend_until_answered(send: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Call `send()` (returns an rclpy future) again every ACK_WAIT until one is answered;
+    return that future. Raises HardwareError after `timeout` s without an answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        future = send()
+        answered = threading.Event()
+        future.add_done_callback(lambda _, e=answered: e.set())
+        left = deadline - time.monotonic()
+        if answered.wait(max(0.0, min(ACK_WAIT, left))):
+            return future
+        future.add_done_callback(_cancel_late)
+        if time.monotonic() >= deadline:
+            raise HardwareError(f"{what}: no answer within {timeout:.1f} s")
 
 
 def _cancel_late(send_future: Any) -> None:
@@ -116,17 +139,13 @@ def _goal_result(client: ActionClient, goal: Any, timeout: float, what: str) -> 
     is cancelled on the server (cancel_goal_async) and its end awaited up to CANCEL_WAIT, so
     the stage has stopped when this raises; a goal accepted after its send timed out is
     cancelled when the acceptance arrives; a server that vanishes while its goal runs fails
-    the wait after SERVER_GONE instead of at the timeout.
+    the wait after SERVER_GONE instead of at the timeout. A goal not acknowledged within
+    ACK_WAIT is sent again (a restarted server may have missed it).
 
     Raises:
         HardwareError: no answer, rejected, timed out (cancelled), or the server went away.
     """
-    send = client.send_goal_async(goal)
-    sent = threading.Event()
-    send.add_done_callback(lambda _: sent.set())
-    if not sent.wait(timeout):
-        send.add_done_callback(_cancel_late)
-        raise HardwareError(f"{what} goal: no answer within {timeout:.1f} s")
+    send = _resend_until_answered(lambda: client.send_goal_async(goal), timeout, f"{what} goal")
     if send.exception() is not None:
         raise HardwareError(f"{what} goal: {send.exception()}")
     handle = send.result()
@@ -248,9 +267,13 @@ class RosMicroscope:
             self._param_clients[key] = client
         if not client.wait_for_service(timeout_sec=self._t["discovery"]):
             raise HardwareError(f"{node_name}: node not running (no {key} service)")
-        response = _wait(
-            client.call_async(GetParameters.Request(names=names)), self._t["discovery"], key
+        request = GetParameters.Request(names=names)
+        answered = _resend_until_answered(
+            lambda: client.call_async(request), self._t["discovery"], key
         )
+        if answered.exception() is not None:
+            raise HardwareError(f"{key}: {answered.exception()}")
+        response = answered.result()
         values = [parameter_value_to_python(v) for v in response.values]
         if len(values) != len(names) or any(v is None for v in values):
             raise HardwareError(f"{node_name} does not declare all of {names}")

@@ -156,6 +156,7 @@ _CAL_SEEDS = (101, 202, 303, 404)
 _CAL_FIELDS_PER_SEED = 4
 _CAL_PATCH = 256
 _CAL_GRID = 9
+_CAL_EXTENSIONS = 3  # times the grid moves on when the peak is at one of its ends
 
 
 #: Version of the best-focus definition below, recorded in every simulated stack's metadata
@@ -176,24 +177,33 @@ def focus_offset_m(profile: OpticsProfile, protocol: Protocol) -> float:
     sharpness (green channel, noise-free 256x256 patches at capture sampling; each field's
     curve scaled to its own peak, so every field counts the same) over 16 fixed reference
     tissue fields on four reference slides; a 9-point grid over +-2 depths of field around
-    the optical model's prediction (:func:`.optics.best_focus_offset`), refined by a parabola
-    through the peak. Cached per (profile, protocol); about 3-5 s to compute.
+    the optical model's prediction (:func:`.optics.best_focus_offset`), moved on by 3 DoF
+    (up to 3 times) while the peak is at one of its ends, refined by a parabola through the
+    peak. Cached per (profile, protocol); about 3-5 s to compute.
     """
     guess = best_focus_offset(profile, protocol)
     dof = profile.depth_of_field_m
     grid = guess + np.linspace(-2.0 * dof, 2.0 * dof, _CAL_GRID)
-    total = np.zeros(len(grid))
+    fields = []
     for seed in _CAL_SEEDS:
         scope = VirtualMicroscope(profile, protocol, slide_seed=seed, slide="plain")
         rng = np.random.default_rng(seed)
         for _ in range(_CAL_FIELDS_PER_SEED):
             x, y = scope.random_tissue_position(rng)
-            mid = float(scope.slide.focus_surface_m(x, y))
+            fields.append((scope, x, y, float(scope.slide.focus_surface_m(x, y))))
+    for _ in range(_CAL_EXTENSIONS + 1):
+        total = np.zeros(len(grid))
+        for scope, x, y, mid in fields:
             imgs = scope.render_stack(x, y, mid + grid, _CAL_PATCH, noise=False)
             b = np.array([brenner_green(i) for i in imgs])
             if b.max() > 0:
                 total += b / b.max()
-    i = int(np.clip(np.argmax(total), 1, len(grid) - 2))
+        i = int(np.argmax(total))
+        if 0 < i < len(grid) - 1:
+            break
+        # the peak is beyond the grid (an optics far from the model's guess): move on
+        grid = grid + (1 if i else -1) * 3.0 * dof
+    i = int(np.clip(i, 1, len(grid) - 2))
     return round(refine_peak(grid, total / total.max(), at=i) * 1e9) / 1e9
 
 
