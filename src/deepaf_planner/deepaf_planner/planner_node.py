@@ -79,6 +79,14 @@ class PlannerNode(Node):
             3,
             d(description="focus_map surveys every this many rows and columns"),
         ).value
+        self._bias_fields = p(
+            "bias_fields",
+            2,
+            d(
+                description="deepaf: verified tiles per scan confirmed by a short search, to "
+                "learn the model's focus bias on this slide (0: trust the model)"
+            ),
+        ).value
         self._save_search_stacks = p(
             "save_search_stacks",
             False,
@@ -227,6 +235,7 @@ class PlannerNode(Node):
             keep_empty_fields=goal.keep_empty_fields,
             stack_range=self._stack_range,
             focus_map_spacing=self._focus_map_spacing,
+            bias_fields=max(0, int(self._bias_fields)),
             save_search_stacks=self._save_search_stacks,
             profile=self._profile,
             half_dof=self._half_dof,

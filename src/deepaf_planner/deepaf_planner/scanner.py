@@ -11,7 +11,11 @@ any object with the same methods) through the :class:`ScanMachine` states. Per f
    * `deepaf` (the verified loop, default): predict the offset from the preview and move z
      once. A prediction the model itself does not trust (calibrated expected error >
      `max_expected_error`) goes straight to the fallback; one far from the focus surface is
-     re-checked with a preview at its z.
+     re-checked with a preview at its z. The first `bias_fields` verified tiles are
+     confirmed by a +- 1 DoF search: a model that never saw this stain or microscope can be
+     biased, and the re-prediction on the capture shares the bias, so only a measurement
+     independent of the model finds it; the median bias then corrects every later
+     prediction and re-prediction of the scan (a resumed scan measures it again).
    * `deepaf_single`: the paper's single shot: predict, move once, capture; the capture is
      verified for its verdict but never refocused.
    * `stack`: golden-section search on Brenner over the surface estimate +- `stack_range`
@@ -169,6 +173,8 @@ class ScanRequest:
         stack_range: [m] half range of the `stack` (and `focus_map` survey) search around
             the expected focus; None = 6 half_dof (+- 3 DoF).
         focus_map_spacing: `focus_map` surveys every this many rows and columns.
+        bias_fields: `deepaf` confirms this many verified tiles with a short classical
+            search, to learn the model's focus bias on this slide (0: trust the model).
         save_search_stacks: keep every classical search with a trusted peak as a focal
             stack (dataset format) in output_dir/focus_stacks, for `./deepaf calibrate`.
         profile: optics profile name, recorded in those stacks.
@@ -195,6 +201,7 @@ class ScanRequest:
     keep_empty_fields: bool = False
     stack_range: float | None = None
     focus_map_spacing: int = 3
+    bias_fields: int = 2
     save_search_stacks: bool = False
     profile: str = "unknown"
     half_dof: float = half_dof_m("4x")
@@ -273,6 +280,7 @@ class _Check:
     text: str
     offset_m: float = math.nan
     second_shot: bool = False  # failed only on a re-prediction worth one more capture
+    raw_offset_m: float = math.nan  # the re-prediction as the model gave it (no bias removed)
 
 
 @dataclass
@@ -439,6 +447,8 @@ class Scanner:
         )
         mapping = req.focus_method == "focus_map"
         self._survey: dict[int, _Surveyed] = {}
+        self._bias_samples: list[float] = []  # model focus bias on this slide [m] (see _bias)
+        self._bias_checks = 0  # tiles confirmed by a search so far (see _confirm)
         self._stacks: SearchStackWriter | None = None
         self._frames: list[tuple[float, np.ndarray]] = []
         if req.save_search_stacks:
@@ -588,7 +598,7 @@ class Scanner:
             offset, target = math.nan, ctx.z0
         else:
             offset = decision.offset_m
-            target = ctx.z0 + offset
+            target = ctx.z0 + offset + self._bias
             candidates.append(target)
             expected = decision.expected_error_m
             if math.isfinite(expected) and expected > req.max_error:
@@ -619,7 +629,7 @@ class Scanner:
         shot = self._capture(ctx)
         verdict = self._verify(req, ctx, shot, predict=True)
         if verdict.ok:
-            return _Outcome(shot, offset, FOCUS_QUALITY_OK, verdict.text)
+            return self._confirm(machine, req, ctx, shot, verdict, offset)
         if math.isfinite(verdict.offset_m):
             candidates.append(shot.z + verdict.offset_m)
         machine.refocus()
@@ -634,7 +644,8 @@ class Scanner:
             check = self._verify(req, ctx, second, predict=True)
             text = f"{verdict.text}; second shot at {_um(z2 - ctx.z0)} um: {check.text}"
             if check.ok:
-                return _Outcome(second, offset, FOCUS_QUALITY_OK, text, True)
+                check = _Check(True, text, check.offset_m, raw_offset_m=check.raw_offset_m)
+                return self._confirm(machine, req, ctx, second, check, offset, refocused=True)
             if math.isfinite(check.offset_m):
                 candidates.append(second.z + check.offset_m)
             machine.refocus()
@@ -643,6 +654,53 @@ class Scanner:
             verdict = _Check(False, text, check.offset_m)
             shot = max(shot, second, key=lambda s: s.sharpness)
         return self._fallback(machine, req, ctx, candidates, verdict.text, offset, shot)
+
+    @property
+    def _bias(self) -> float:
+        """[m] the model's focus bias on this slide: true focus minus where its prediction
+        near focus puts it, the median of the confirmed tiles (0 before any)."""
+        return float(np.median(self._bias_samples)) if self._bias_samples else 0.0
+
+    def _confirm(
+        self,
+        machine: ScanMachine,
+        req: ScanRequest,
+        ctx: _FieldContext,
+        shot: _Shot,
+        verdict: _Check,
+        offset: float,
+        refocused: bool = False,
+    ) -> _Outcome:
+        """A verified tile; the first `bias_fields` of a scan are confirmed by a classical
+        search over +- 1 DoF around it (to a quarter DoF, moving on past an end).
+
+        The re-prediction on the capture shares any bias the model has on this microscope
+        (a stain or renderer it never saw), so it passes a tile the bias put outside the depth
+        of field. The search measures that bias (its peak minus the re-predicted focus); the
+        median over the confirmed tiles then corrects every later prediction and
+        re-prediction. A confirmed tile more than half a half-DoF off is recaptured at the
+        search's peak.
+        """
+        if self._bias_checks >= req.bias_fields or not math.isfinite(verdict.raw_offset_m):
+            return _Outcome(shot, offset, FOCUS_QUALITY_OK, verdict.text, refocused)
+        self._bias_checks += 1
+        machine.refocus()
+        found, texts = self._bounded_search(req, ctx, [shot.z], 2 * req.half_dof, False)
+        machine.focused()
+        if not found.ok:  # no clear peak near the tile: keep the verified capture
+            text = f"{verdict.text}; bias check inconclusive ({', '.join(texts)})"
+            return _Outcome(shot, offset, FOCUS_QUALITY_OK, text, refocused)
+        self._bias_samples.append(found.z - (shot.z + verdict.raw_offset_m))
+        text = (
+            f"{verdict.text}; bias check {', '.join(texts)}: model bias "
+            f"{_um(self._bias_samples[-1])} um (slide estimate {_um(self._bias)} um)"
+        )
+        if abs(found.z - shot.z) <= req.half_dof / 2:
+            return _Outcome(shot, offset, FOCUS_QUALITY_OK, text, refocused)
+        ctx.images += 1  # the verified capture was replaced
+        ctx.seconds += shot.frame.seconds
+        self._move_z(req, found.z, ctx)
+        return _Outcome(self._capture(ctx), offset, FOCUS_QUALITY_OK, text, True)
 
     def _deepaf_single(
         self, machine: ScanMachine, req: ScanRequest, ctx: _FieldContext
@@ -780,11 +838,15 @@ class Scanner:
         failed: list[str] = []
         offset2 = math.nan
         in_tol = False
+        raw = math.nan
         if predict:
             d = self._predict(ctx, Frame(shot.small, 0.0), shot.z)
             if d.status == "ok":
-                offset2 = d.offset_m
+                raw = d.offset_m
+                offset2 = raw + self._bias
                 text = f"re-prediction {_um(offset2)} um (tolerance {_um(tol, False)} um)"
+                if self._bias:
+                    text = text[:-1] + f"; {_um(raw)} um before the slide's bias)"
                 in_tol = abs(offset2) <= tol
                 (passed if in_tol else failed).append(text)
             else:
@@ -816,8 +878,8 @@ class Scanner:
                 and not in_tol
                 and abs(offset2) <= SECOND_SHOT_MAX_HDOF * req.half_dof
             )
-            return _Check(False, "; ".join(failed), offset2, second)
-        return _Check(True, "verified: " + ", ".join(passed), offset2)
+            return _Check(False, "; ".join(failed), offset2, second, raw)
+        return _Check(True, "verified: " + ", ".join(passed), offset2, raw_offset_m=raw)
 
     def _fallback(
         self,

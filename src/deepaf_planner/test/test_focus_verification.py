@@ -43,6 +43,7 @@ def _request(scope, sim, out, cols: int, rows: int, dz: float, **kw) -> ScanRequ
     first = plan_grid(lo, hi, fov).fields[0]
     kw.setdefault("limits", sim.limits)
     kw.setdefault("stack_range", 8 * half_dof)
+    kw.setdefault("bias_fields", 0)  # the bias check has its own test
     return ScanRequest(
         region_min=lo,
         region_max=hi,
@@ -94,6 +95,27 @@ class ShortFromAfar:
         return dataclasses.replace(decision, status="ok", offset_m=offset, expected_error_m=0.2e-6)
 
 
+class Biased:
+    """A predictor that is confidently, consistently wrong by BIAS everywhere, the capture
+    included (a stain the model never saw): its own re-prediction cannot catch it."""
+
+    BIAS = 1.0e-6  # 1.7 half depths of field at 20x
+
+    def __init__(self, sim: SimMicroscope, scope: VirtualMicroscope) -> None:
+        self.sim, self.scope = sim, scope
+
+    def __getattr__(self, name):
+        return getattr(self.sim, name)
+
+    def predict_focus(self, frame, focus_z):
+        decision = self.sim.predict_focus(frame, focus_z)
+        x, y, _ = self.scope.stage.position
+        true = float(self.scope.best_focus_z(x, y)) - self.scope.stage.actual_z_m
+        return dataclasses.replace(
+            decision, status="ok", offset_m=true + self.BIAS, expected_error_m=0.2e-6
+        )
+
+
 def _tissue(tiles):
     return [t for t in tiles if t.has_tissue]
 
@@ -129,6 +151,37 @@ def test_a_short_prediction_gets_a_second_shot_not_a_search(predictor, tmp_path)
     assert first.focus_quality == "ok"
     assert first.focus_images == 2  # the preview and the capture the second shot replaced
     assert abs(first.true_focus_error_m) <= req.half_dof, first.true_focus_error_m
+
+
+def test_a_biased_model_is_measured_on_the_first_tiles_and_corrected(predictor, tmp_path):
+    scope = _scope()
+    biased = Biased(SimMicroscope(scope, predictor, capture_size=CAPTURE), scope)
+    blind = _request(scope, biased, tmp_path / "blind", 4, 1, dz=2e-6)
+    _, tiles, _ = Scanner(biased, scope.best_focus_z).run(blind)
+    # the model's own check passes tiles a bias's width outside the depth of field
+    blurred_ok = [
+        t
+        for t in _tissue(tiles)
+        if t.focus_quality == "ok" and abs(t.true_focus_error_m) > blind.half_dof
+    ]
+    assert blurred_ok, [(t.true_focus_error_m, t.focus_check) for t in tiles]
+
+    req = _request(scope, biased, tmp_path / "checked", 4, 1, dz=2e-6, bias_fields=2)
+    machine, tiles, _ = Scanner(biased, scope.best_focus_z).run(req)
+    assert machine.state == "stitching", machine
+    tissue = _tissue(tiles)
+    assert len(tissue) == 4
+    checked, rest = tissue[:2], tissue[2:]
+    for t in checked:  # searched, bias measured
+        assert "bias check" in t.focus_check and "model bias -1." in t.focus_check, t.focus_check
+        assert t.focus_images > 3
+    assert checked[0].refocused  # recaptured at the search's peak (the second was corrected)
+    for t in rest:  # corrected by the measured bias, one image each
+        assert "bias check" not in t.focus_check and t.focus_images == 1, t.focus_check
+        assert "before the slide's bias" in t.focus_check
+    assert all(abs(t.true_focus_error_m) <= req.half_dof for t in tissue), [
+        t.true_focus_error_m for t in tissue
+    ]
 
 
 def test_wrong_direction_predictor_is_caught_and_refocused_or_flagged(predictor, tmp_path):
