@@ -83,7 +83,9 @@ PREDICTING_METHODS = ("deepaf", "deepaf_single")  # need the focus server
 SEARCH_STACKS_DIR = "focus_stacks"  # save_search_stacks: output_dir/focus_stacks
 
 # Focus verification and fallback, in half depths of field (ScanRequest.half_dof) or ratios.
-VERIFY_TOLERANCE_HDOF = 1.0  # |re-prediction from the capture| accepted as in focus
+# |re-prediction from the capture| accepted as in focus: the re-prediction errs by ~0.2-0.25
+# um (sd) at 20x, so a tolerance of a whole half DoF let tiles up to ~0.9 um off pass
+VERIFY_TOLERANCE_HDOF = 0.6
 SECOND_SHOT_MAX_HDOF = 6.0  # a larger re-prediction goes straight to the search
 MAX_EXPECTED_ERROR_HDOF = 5.0  # a prediction expected to be off by more is not confident
 SHARPEN_MOVE_HDOF = 2.0  # a focus move larger than this must sharpen the image
@@ -181,7 +183,7 @@ class ScanRequest:
         half_dof: [m] half the depth of field (the within-DoF criterion).
         refocus_tolerance: [m] a prediction farther than this from the surface is re-checked.
         verify_tolerance: [m] the largest |re-prediction| on the capture that verifies its
-            focus; None = 1 half_dof (a larger one, up to 6 half_dof, earns one second
+            focus; None = 0.6 half_dof (a larger one, up to 6 half_dof, earns one second
             shot at the re-predicted z before the search).
         max_expected_error: [m] a prediction whose calibrated expected error is larger is
             not trusted (straight to the classical fallback); None = 5 half_dof.
