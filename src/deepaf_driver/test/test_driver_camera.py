@@ -70,15 +70,20 @@ def test_capture_after_a_move_shows_the_new_pose(ros_node, namespace):
         pose = (result.position.x, result.position.y, result.position.z)
         assert np.allclose(pose, target, atol=1e-9)
 
-        response = wait_future(
-            ros_node, client.call_async(CaptureImage.Request(timeout=20.0)), 30, "capture"
-        )
-        assert response.success, response.message
-        assert (
-            response.stage_position.x,
-            response.stage_position.y,
-            response.stage_position.z,
-        ) == pose
+        # the capture reports the pose the camera last heard; the final joint state can
+        # arrive a moment after the move's result on a loaded machine (the planner waits
+        # for it the same way), so it must become the new pose within a few seconds
+        deadline = time.monotonic() + 10.0
+        while True:
+            response = wait_future(
+                ros_node, client.call_async(CaptureImage.Request(timeout=20.0)), 30, "capture"
+            )
+            assert response.success, response.message
+            got = (response.stage_position.x, response.stage_position.y, response.stage_position.z)
+            if got == pose or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert got == pose
         assert response.image.header.frame_id == "camera_optical_frame"
         assert response.camera_info.width == 400 and response.camera_info.height == 300
         assert response.exposure_time > 0

@@ -127,7 +127,7 @@ class PlannerNode(Node):
             0.0,
             d(
                 description="[m] largest |focus re-prediction on the capture| that verifies a "
-                "tile; 0 = 0.6 half depth of field"
+                "tile; 0 = 1 half depth of field (deepaf re-shoots above 0.6 of it)"
             ),
         ).value
         self._max_expected_error = p(

@@ -83,9 +83,10 @@ PREDICTING_METHODS = ("deepaf", "deepaf_single")  # need the focus server
 SEARCH_STACKS_DIR = "focus_stacks"  # save_search_stacks: output_dir/focus_stacks
 
 # Focus verification and fallback, in half depths of field (ScanRequest.half_dof) or ratios.
-# |re-prediction from the capture| accepted as in focus: the re-prediction errs by ~0.2-0.25
-# um (sd) at 20x, so a tolerance of a whole half DoF let tiles up to ~0.9 um off pass
-VERIFY_TOLERANCE_HDOF = 0.6
+VERIFY_TOLERANCE_HDOF = 1.0  # |re-prediction from the capture| of a tile verified "ok"
+# ... and of a deepaf capture kept without a second shot: the re-prediction errs by ~0.2-0.25
+# um (sd) at 20x, so accepting a whole half DoF at once let tiles ~0.9 um off pass
+REFINE_TOLERANCE_HDOF = 0.6
 SECOND_SHOT_MAX_HDOF = 6.0  # a larger re-prediction goes straight to the search
 MAX_EXPECTED_ERROR_HDOF = 5.0  # a prediction expected to be off by more is not confident
 SHARPEN_MOVE_HDOF = 2.0  # a focus move larger than this must sharpen the image
@@ -183,7 +184,8 @@ class ScanRequest:
         half_dof: [m] half the depth of field (the within-DoF criterion).
         refocus_tolerance: [m] a prediction farther than this from the surface is re-checked.
         verify_tolerance: [m] the largest |re-prediction| on the capture that verifies its
-            focus; None = 0.6 half_dof (a larger one, up to 6 half_dof, earns one second
+            focus; None = 1 half_dof (`deepaf` keeps its first capture only within 0.6
+            half_dof; a larger one, up to 6 half_dof, earns one second
             shot at the re-predicted z before the search).
         max_expected_error: [m] a prediction whose calibrated expected error is larger is
             not trusted (straight to the classical fallback); None = 5 half_dof.
@@ -220,6 +222,11 @@ class ScanRequest:
         if self.verify_tolerance is not None:
             return self.verify_tolerance
         return VERIFY_TOLERANCE_HDOF * self.half_dof
+
+    @property
+    def refine_tol(self) -> float:
+        """[m] |re-prediction| at which `deepaf` keeps its first capture (above: second shot)."""
+        return min(self.verify_tol, REFINE_TOLERANCE_HDOF * self.half_dof)
 
     @property
     def max_error(self) -> float:
@@ -629,7 +636,7 @@ class Scanner:
         self._move_z(req, target, ctx)
         machine.focused()
         shot = self._capture(ctx)
-        verdict = self._verify(req, ctx, shot, predict=True)
+        verdict = self._verify(req, ctx, shot, predict=True, tol=req.refine_tol)
         if verdict.ok:
             return self._confirm(machine, req, ctx, shot, verdict, offset)
         if math.isfinite(verdict.offset_m):
@@ -827,7 +834,14 @@ class Scanner:
         band_sharp = normalized_sharpness(band, work_px=max(band.shape[:2]))
         return _Shot(frame, ctx.z, small, sharp, band_sharp)
 
-    def _verify(self, req: ScanRequest, ctx: _FieldContext, shot: _Shot, predict: bool) -> _Check:
+    def _verify(
+        self,
+        req: ScanRequest,
+        ctx: _FieldContext,
+        shot: _Shot,
+        predict: bool,
+        tol: float | None = None,
+    ) -> _Check:
         """Verify a capture without another exposure.
 
         (a) the focus prediction on the capture at the preview's sampling must be within
@@ -835,7 +849,7 @@ class Scanner:
         field the capture must be sharper than the preview (otherwise not much blurrier),
         and it must not be far less sharp than its verified neighbours.
         """
-        tol = req.verify_tol
+        tol = req.verify_tol if tol is None else tol
         passed: list[str] = []
         failed: list[str] = []
         offset2 = math.nan
