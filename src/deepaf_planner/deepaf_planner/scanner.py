@@ -458,6 +458,7 @@ class Scanner:
         self._survey: dict[int, _Surveyed] = {}
         self._bias_samples: list[float] = []  # model focus bias on this slide [m] (see _bias)
         self._bias_checks = 0  # tiles confirmed by a search so far (see _confirm)
+        self._half_dof = req.half_dof
         self._stacks: SearchStackWriter | None = None
         self._frames: list[tuple[float, np.ndarray]] = []
         if req.save_search_stacks:
@@ -665,10 +666,19 @@ class Scanner:
         return self._fallback(machine, req, ctx, candidates, verdict.text, offset, shot)
 
     @property
+    def _bias_consistent(self) -> bool:
+        """Whether the bias samples agree within a half DoF (a noisy search can miss)."""
+        b = self._bias_samples
+        return len(b) < 2 or float(np.ptp(b)) <= self._half_dof or len(b) > 2
+
+    @property
     def _bias(self) -> float:
         """[m] the model's focus bias on this slide: true focus minus where its prediction
-        near focus puts it, the median of the confirmed tiles (0 before any)."""
-        return float(np.median(self._bias_samples)) if self._bias_samples else 0.0
+        near focus puts it; the median of the confirmed tiles (0 before any, and while two
+        samples disagree by more than a half DoF: a third decides)."""
+        if not self._bias_samples or not self._bias_consistent:
+            return 0.0
+        return float(np.median(self._bias_samples))
 
     def _confirm(
         self,
@@ -688,9 +698,11 @@ class Scanner:
         of field. The search measures that bias (its peak minus the re-predicted focus); the
         median over the confirmed tiles then corrects every later prediction and
         re-prediction. A confirmed tile more than half a half-DoF off is recaptured at the
-        search's peak.
+        search's peak. Two samples more than a half DoF apart earn a third check (and no
+        correction until it).
         """
-        if self._bias_checks >= req.bias_fields or not math.isfinite(verdict.raw_offset_m):
+        allowed = req.bias_fields + (0 if self._bias_consistent else 1)
+        if self._bias_checks >= allowed or not math.isfinite(verdict.raw_offset_m):
             return _Outcome(shot, offset, FOCUS_QUALITY_OK, verdict.text, refocused)
         self._bias_checks += 1
         machine.refocus()

@@ -57,9 +57,10 @@ def _request(scope, sim, out, cols: int, rows: int, dz: float, **kw) -> ScanRequ
     )
 
 
-class WrongWay:
-    """A confident predictor that always points the wrong way, by at least 2 um, also on
-    the capture the scan verifies with (it reads the simulator's truth to be wrong)."""
+class StandIn:
+    """A predictor stand-in at the Microscope boundary: the real model runs (its timing and
+    status), and `offset(true)` replaces its answer, given the true offset to focus (the
+    simulator's truth), confidently (expected error 0.2 um)."""
 
     def __init__(self, sim: SimMicroscope, scope: VirtualMicroscope) -> None:
         self.sim, self.scope = sim, scope
@@ -68,52 +69,53 @@ class WrongWay:
     def __getattr__(self, name):
         return getattr(self.sim, name)
 
+    def offset(self, true: float) -> float:
+        raise NotImplementedError
+
     def predict_focus(self, frame, focus_z):
         self.calls += 1
         decision = self.sim.predict_focus(frame, focus_z)
         x, y, _ = self.scope.stage.position
         true = float(self.scope.best_focus_z(x, y)) - self.scope.stage.actual_z_m
-        wrong = -(true + math.copysign(2e-6, true))
-        return dataclasses.replace(decision, status="ok", offset_m=wrong, expected_error_m=0.2e-6)
+        return dataclasses.replace(
+            decision, status="ok", offset_m=self.offset(true), expected_error_m=0.2e-6
+        )
 
 
-class ShortFromAfar:
-    """A predictor that points the right way but only half as far when focus is more than
-    4 um away (the out-of-domain error grows with defocus), exact closer to focus."""
+class WrongWay(StandIn):
+    """Always points the wrong way, by at least 2 um, also on the capture the scan verifies
+    with."""
 
-    def __init__(self, sim: SimMicroscope, scope: VirtualMicroscope) -> None:
-        self.sim, self.scope = sim, scope
-
-    def __getattr__(self, name):
-        return getattr(self.sim, name)
-
-    def predict_focus(self, frame, focus_z):
-        decision = self.sim.predict_focus(frame, focus_z)
-        x, y, _ = self.scope.stage.position
-        true = float(self.scope.best_focus_z(x, y)) - self.scope.stage.actual_z_m
-        offset = 0.5 * true if abs(true) > 4e-6 else true
-        return dataclasses.replace(decision, status="ok", offset_m=offset, expected_error_m=0.2e-6)
+    def offset(self, true: float) -> float:
+        return -(true + math.copysign(2e-6, true))
 
 
-class Biased:
-    """A predictor that is confidently, consistently wrong by BIAS everywhere, the capture
-    included (a stain the model never saw): its own re-prediction cannot catch it."""
+class ShortFromAfar(StandIn):
+    """Points the right way but only half as far when focus is more than 4 um away (the
+    out-of-domain error grows with defocus), exact closer to focus."""
+
+    def offset(self, true: float) -> float:
+        return 0.5 * true if abs(true) > 4e-6 else true
+
+
+class Biased(StandIn):
+    """Consistently wrong by BIAS everywhere, the capture included (a stain the model never
+    saw): its own re-prediction cannot catch it."""
 
     BIAS = 1.0e-6  # 1.7 half depths of field at 20x
 
-    def __init__(self, sim: SimMicroscope, scope: VirtualMicroscope) -> None:
-        self.sim, self.scope = sim, scope
+    def offset(self, true: float) -> float:
+        return true + self.BIAS
 
-    def __getattr__(self, name):
-        return getattr(self.sim, name)
 
-    def predict_focus(self, frame, focus_z):
-        decision = self.sim.predict_focus(frame, focus_z)
-        x, y, _ = self.scope.stage.position
-        true = float(self.scope.best_focus_z(x, y)) - self.scope.stage.actual_z_m
-        return dataclasses.replace(
-            decision, status="ok", offset_m=true + self.BIAS, expected_error_m=0.2e-6
-        )
+def _scan_with(kind: type[StandIn], predictor, out, cols: int, dz: float):
+    """Scan cols x 1 tissue fields with a stand-in predictor; (request, tiles, stand-in)."""
+    scope = _scope()
+    stand_in = kind(SimMicroscope(scope, predictor, capture_size=CAPTURE), scope)
+    req = _request(scope, stand_in, out, cols, 1, dz=dz)
+    machine, tiles, _ = Scanner(stand_in, scope.best_focus_z).run(req)
+    assert machine.state == "stitching", machine
+    return req, tiles, stand_in
 
 
 def _tissue(tiles):
@@ -140,11 +142,7 @@ def test_good_predictor_verifies_every_tile_from_its_capture(predictor, tmp_path
 
 
 def test_a_short_prediction_gets_a_second_shot_not_a_search(predictor, tmp_path):
-    scope = _scope()
-    short = ShortFromAfar(SimMicroscope(scope, predictor, capture_size=CAPTURE), scope)
-    req = _request(scope, short, tmp_path / "scan", 2, 1, dz=6e-6)
-    machine, tiles, _ = Scanner(short, scope.best_focus_z).run(req)
-    assert machine.state == "stitching", machine
+    req, tiles, _ = _scan_with(ShortFromAfar, predictor, tmp_path / "scan", 2, dz=6e-6)
     first = _tissue(tiles)[0]  # starts 6 um off: the first move stops 3 um short
     assert first.refocused and "second shot" in first.focus_check, first.focus_check
     assert "fallback" not in first.focus_check, first.focus_check
@@ -185,11 +183,7 @@ def test_a_biased_model_is_measured_on_the_first_tiles_and_corrected(predictor, 
 
 
 def test_wrong_direction_predictor_is_caught_and_refocused_or_flagged(predictor, tmp_path):
-    scope = _scope()
-    wrong = WrongWay(SimMicroscope(scope, predictor, capture_size=CAPTURE), scope)
-    req = _request(scope, wrong, tmp_path / "scan", 2, 1, dz=1.5e-6)
-    machine, tiles, _ = Scanner(wrong, scope.best_focus_z).run(req)
-    assert machine.state == "stitching", machine
+    req, tiles, _ = _scan_with(WrongWay, predictor, tmp_path / "scan", 2, dz=1.5e-6)
     tissue = _tissue(tiles)
     assert len(tissue) == 2
     for t in tissue:
