@@ -374,7 +374,7 @@ def test_20x_scan_verifies_the_focus_of_every_tile(tmp_path):
     assert outcome.result.tiles_below_quality == below
     assert outcome.result.message == completion_message(below)
     checks = sum("bias check" in t["focus_check"] for t in tissue)
-    assert 1 <= checks <= 2  # bias_fields: the first 2 verified tiles are confirmed
+    assert 1 <= checks <= 3  # bias_fields: the first 2 verified tiles (a 3rd if they disagree)
     # about one image a tile (a second shot sometimes), plus the checks' and any search's
     searched = sum("fallback" in t["focus_check"] for t in tissue)
     images = [(t["focus_images"], t["focus_check"][-120:]) for t in tissue]

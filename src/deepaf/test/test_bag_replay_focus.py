@@ -132,7 +132,7 @@ def test_replayed_previews_give_the_recorded_predictions(ros_node, namespace, tm
                 "--wait-for",
                 "camera/image_raw",
                 "--delay",
-                "1.5",
+                "4",  # --wait-for is met by this test's subscription; let the server match too
             ]
         )
         with player:

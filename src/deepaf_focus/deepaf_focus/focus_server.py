@@ -365,7 +365,12 @@ class FocusServer(Node):
         if not self._frames:
             return f"{what} is not held: no frame received on camera/image_raw; send the image"
         lo, hi = self._frames[0].stamp_ns, self._frames[-1].stamp_ns
-        if wanted < lo:
+        if wanted < lo and len(self._frames) < (self._frames.maxlen or 0):
+            why = (
+                "this server did not receive it (it came before the server subscribed, "
+                "or was dropped)"
+            )
+        elif wanted < lo:
             why = (
                 f"it is older than the {len(self._frames)} frames kept (preview_history), "
                 f"{(hi - wanted) * 1e-9:.2f} s before the newest"

@@ -109,7 +109,18 @@ def test_frames_are_used_only_at_the_commanded_pose(ros_node, namespace):
 
         other_node = rclpy.create_node("second_client", context=ros_node.context)
         other = DeepAfClient(namespace, node=other_node, server_timeout=30.0)
+        from deepaf.testing import spin_until
+        from deepaf_driver.qos import POSE_QOS
+        from geometry_msgs.msg import PointStamped
+
+        poses: list[float] = []
+        other_node.create_subscription(
+            PointStamped, f"{namespace}/camera/pose", lambda m: poses.append(m.point.x), POSE_QOS
+        )
         assert other.move_stage(x=x + 1e-4, timeout=30.0).ok
+        # the camera has exposed at the new pose (on a loaded machine the frames already on
+        # their way still show the old one, which the scan may rightly use)
+        spin_until(other_node, lambda: any(abs(v - (x + 1e-4)) < 1e-9 for v in poses), 20, "pose")
         with pytest.raises(HardwareError, match="another client moved the stage") as preview:
             scope.preview()
         assert f"{(x + 1e-4) * 1e3:.4f}" in str(preview.value)  # where the frames were
