@@ -391,7 +391,9 @@ def test_unreferenced_stage_refuses_absolute_moves_allows_jogs_then_set_referenc
         assert reply.success, reply.message
         assert "saved to" in reply.message and "after every start" not in reply.message
         spin_until(ros_node, lambda: stage.referenced[-1], 5, "stage/referenced true")
-        assert stage.settle() == pytest.approx(REFERENCE, abs=1e-12)
+        # the joint state after the reference can trail the service's answer under load
+        want = pytest.approx(REFERENCE, abs=1e-12)
+        spin_until(ros_node, lambda want=want: stage.settle() == want, 20, "the referenced pose")
         saved = json.loads((tmp_path / "stage-bench-1.json").read_text())
         assert saved["stage_id"] == "bench-1" and saved["source"] == "set_reference"
         assert saved["offset"] == pytest.approx([-0.007, -0.005, 0.0], abs=1e-12)
@@ -462,7 +464,9 @@ def test_homing_to_endstops_references_the_stage(ros_node, namespace, tmp_path):
         home = stage.call("home")
         assert home.success and "referenced by endstops" in home.message, home.message
         spin_until(ros_node, lambda: stage.referenced[-1], 5, "stage/referenced true")
-        assert stage.settle() == pytest.approx((0.0, 0.0, 0.0005), abs=1e-12)
+        # the joint state after the reference can trail the service's answer under load
+        want = pytest.approx((0.0, 0.0, 0.0005), abs=1e-12)
+        spin_until(ros_node, lambda want=want: stage.settle() == want, 20, "the referenced pose")
         moved = stage.run(x=0.0075, y=0.0075, z=0.0)
         assert moved.error_code == 0, moved.message
         assert json.loads((tmp_path / "stage-homing.json").read_text())["source"] == "endstops"
