@@ -669,7 +669,7 @@ class Scanner:
     def _bias_consistent(self) -> bool:
         """Whether the bias samples agree within a half DoF (a noisy search can miss)."""
         b = self._bias_samples
-        return len(b) < 2 or float(np.ptp(b)) <= self._half_dof or len(b) > 2
+        return len(b) != 2 or float(np.ptp(b)) <= self._half_dof
 
     @property
     def _bias(self) -> float:
