@@ -7,6 +7,7 @@ Written when every field is done (and again on resume), also for a scan that sto
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,12 @@ from deepaf_planner.report import ScanReport, TileRecord
 from deepaf_planner.scan_path import plan_grid
 from deepaf_planner.scanner import ScanRequest
 from deepaf_planner.slide_writer import write_focus_map, write_thumbnail
-from deepaf_planner.stitching import StitchConfig, StitchTile, stitch_slide
+from deepaf_planner.stitching import STITCH_CONFIG, Match, StitchTile, stitch_slide
 
 SLIDE_FILE = "slide.tiff"
 REPORT_FILE = "report.json"
 THUMBNAIL_FILE = "thumbnail.png"
 FOCUS_MAP_FILE = "focus_map.png"
-
-#: Image columns run along +x and rows along +y in the virtual microscope's frames;
-#: registration at full resolution (within 0.2 px; 2x downsampling was off by up to 1.6 px).
-STITCH_CONFIG = StitchConfig(downsample=1)
 
 
 def make_report(
@@ -67,8 +64,12 @@ def finish_scan(
     sim_s: float,
     wall_s: float,
     show_progress: bool = False,
+    matches: Sequence[Match] | None = None,
 ) -> dict[str, Any]:
     """Stitch the captured tiles and write every output; return paths and totals.
+
+    ``matches``: the registrations made during the scan (:class:`LiveRegistration`);
+    ``None`` registers the tiles here, reading each once more.
 
     Raises:
         ValueError: nothing to stitch is not an error: the slide is then omitted.
@@ -82,6 +83,9 @@ def finish_scan(
         stitch_tiles = [
             StitchTile(t.index, t.row, t.col, t.x_m, t.y_m, out / t.image_path) for t in captured
         ]
+        if matches is not None:
+            ids = {t.index for t in captured}
+            matches = [m for m in matches if m.a in ids and m.b in ids]
         info, _, _ = stitch_slide(
             stitch_tiles,
             req.pixel_size,
@@ -91,6 +95,7 @@ def finish_scan(
             config=STITCH_CONFIG,
             show_progress=show_progress,
             compression="jpeg",
+            matches=matches,
         )
         write_thumbnail(out / THUMBNAIL_FILE, info.thumbnail)
         slide_path = str(info.path)

@@ -303,13 +303,18 @@ class PlannerNode(Node):
             report = None
             if machine.state == "stitching":
                 try:
+                    matches = scanner.live.matches()
+                    if scanner.live.error:
+                        self.get_logger().warning(scanner.live.error)
                     report = finish_scan(
-                        req, tiles, journal, scanner.sim_seconds, time.monotonic() - start
-                    )
+                        req, tiles, journal, scanner.sim_seconds, time.monotonic() - start,
+                        matches=matches,
+                    )  # fmt: skip
                     machine.stitched()
                 except (OSError, ValueError, RuntimeError) as exc:
                     scanner.error = f"stitching failed: {exc}"
                     machine.fail()
+            scanner.live.close()
             if machine.state in ("canceled", "failed"):
                 result.report_path = str(
                     write_partial_report(

@@ -72,6 +72,7 @@ from deepaf_focus.tissue import (
 
 from deepaf_planner.focus_surface import FocusSurface
 from deepaf_planner.journal import ScanJournal
+from deepaf_planner.live_stitch import LiveRegistration
 from deepaf_planner.report import FOCUS_QUALITY_LOW, FOCUS_QUALITY_OK, TileRecord
 from deepaf_planner.scan_path import Field, Limits, check_within_limits, plan_grid
 from deepaf_planner.search_stacks import SearchStackWriter
@@ -465,6 +466,8 @@ class Scanner:
             self._stacks = SearchStackWriter(
                 req.output_dir / SEARCH_STACKS_DIR, req.profile, math.nan
             )
+        self.live = LiveRegistration(fields, req.pixel_size)
+        self.live.resume(done.values(), req.output_dir)
         surface = FocusSurface()
         for t in done.values():
             # only verified focus feeds the surface (a focus map's tiles add nothing new)
@@ -573,6 +576,8 @@ class Scanner:
         else:
             out = self._fixed(machine, req, ctx)
         path = journal.write_tile_image(f.index, out.shot.frame.rgb, f.row, f.col)
+        if has_tissue:
+            self.live.add(f.index, f.row, f.col, out.shot.frame.rgb)
         truth_err = math.nan
         if self._truth is not None:
             truth_err = float(out.shot.z - self._truth(moved.pose[0], moved.pose[1]))

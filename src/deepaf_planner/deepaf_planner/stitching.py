@@ -37,6 +37,7 @@ from rich.progress import Progress
 from .slide_writer import SlideInfo, write_pyramidal_tiff
 
 __all__ = [
+    "STITCH_CONFIG",
     "Match",
     "Mosaic",
     "OverlapRegistrar",
@@ -105,6 +106,12 @@ class StitchConfig:
     flip_x: bool = False
     flip_y: bool = False
     cache_bytes: int = 1536 << 20
+
+
+#: A scan's settings: image columns run along +x and rows along +y in the virtual
+#: microscope's frames; registration at full resolution (within 0.2 px; 2x downsampling was
+#: off by up to 1.6 px).
+STITCH_CONFIG = StitchConfig(downsample=1)
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,35 @@ def test_paper_tissue_test_agrees_on_clear_fields(sim, tmp_path):
             assert found["paper"][index] == found["colour"][index] == (fraction > 0), index
     with pytest.raises(ValueError, match="tissue method"):
         Scanner(scope_sim).run(ScanRequest(**{**req.__dict__, "tissue_method": "guess"}))
+
+
+def test_tiles_registered_during_a_resumed_scan_give_the_slide_of_a_full_registration(
+    sim, tmp_path
+):
+    """Registration runs during the scan; a cancel and a resume re-register the finished
+    tiles from disk, so the slide equals one registered from every tile at the end."""
+    import numpy as np
+    import tifffile
+
+    scope, scope_sim = sim
+    req = _edge_request(scope, scope_sim, tmp_path / "scan", focus_method="fixed")
+    done: list[int] = []
+    first = Scanner(
+        scope_sim, on_tile=lambda t: done.append(t.index), should_cancel=lambda: len(done) >= 3
+    )
+    machine, _, _ = first.run(req)
+    assert machine.state == "canceled"
+    first.live.close()
+    req.resume = True
+    scanner = Scanner(scope_sim)
+    machine, tiles, journal = scanner.run(req)
+    assert machine.state == "stitching"
+    live = scanner.live.matches()
+    scanner.live.close()
+    assert not scanner.live.error and scanner.live.tiles == sum(t.has_tissue for t in tiles)
+    assert any(m.accepted for m in live), live  # neighbours across the resume were matched
+    finish_scan(req, tiles, journal, 1.0, 1.0, matches=live)
+    with_live = tifffile.imread(req.output_dir / "slide.tiff", level=0)
+    finish_scan(req, tiles, journal, 1.0, 1.0)  # registers every tile from disk
+    full = tifffile.imread(req.output_dir / "slide.tiff", level=0)
+    np.testing.assert_array_equal(with_live, full)
