@@ -324,9 +324,14 @@ class DeepAfClient:
         start_z: float | None = None,
         resume: bool = False,
         keep_empty_fields: bool = False,
+        whole_slide: bool = False,
         timeout: float = 30.0,
     ) -> Task | Outcome:
-        """Start a scan; returns a :class:`Task` (or an Outcome when it could not start)."""
+        """Start a scan; returns a :class:`Task` (or an Outcome when it could not start).
+
+        `whole_slide`: sweep the region (the whole stage when region_min == region_max)
+        with previews first and scan only the tissue's bounding box.
+        """
         goal = ScanSlide.Goal(
             region_min=_point(*region_min),
             region_max=_point(*region_max),
@@ -338,6 +343,7 @@ class DeepAfClient:
             output_dir=_absolute(output_dir),
             resume=bool(resume),
             keep_empty_fields=bool(keep_empty_fields),
+            whole_slide=bool(whole_slide),
         )
         return self._start("scan", goal, timeout)
 

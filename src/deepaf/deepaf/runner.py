@@ -76,6 +76,19 @@ class NodeProcess:
         )
         return self
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the process [bytes] (0 when not running or unreadable)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0
+        try:
+            with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return 0
+
     def alive(self) -> bool:
         """True while the process runs."""
         return self.proc is not None and self.proc.poll() is None
@@ -188,6 +201,10 @@ class GraphRunner:
         for proc in self.processes.values():
             proc.start()
         return self
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the node processes now (0 where it cannot be read)."""
+        return sum(proc.rss_bytes() for proc in self.processes.values())
 
     def dead(self) -> list[str]:
         """Names of nodes whose process has exited."""

@@ -29,7 +29,14 @@ import numpy as np
 
 from .report import TileRecord, atomic_write_text, json_safe
 
-__all__ = ["SCAN_FILE", "TILES_DIR", "TILES_JOURNAL", "ScanJournal", "load_journal"]
+__all__ = [
+    "SCAN_FILE",
+    "TILES_DIR",
+    "TILES_JOURNAL",
+    "ScanJournal",
+    "load_journal",
+    "stored_parameters",
+]
 
 SCAN_FILE = "scan.json"
 TILES_JOURNAL = "tiles.jsonl"
@@ -113,6 +120,17 @@ def load_journal(out_dir: str | Path) -> dict[int, TileRecord]:
             continue
         done[rec.index] = rec
     return done
+
+
+def stored_parameters(out_dir: str | Path) -> dict[str, Any] | None:
+    """The parameters in a scan directory's scan.json (None when there is none, or it is
+    unreadable: :meth:`ScanJournal.open` then says why)."""
+    try:
+        body = json.loads((Path(out_dir).expanduser() / SCAN_FILE).read_text(encoding="utf-8"))
+        params = body.get("params")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return params if isinstance(params, dict) else None
 
 
 class ScanJournal:

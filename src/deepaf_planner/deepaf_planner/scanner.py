@@ -71,8 +71,9 @@ from deepaf_focus.tissue import (
 )
 
 from deepaf_planner.focus_surface import FocusSurface
-from deepaf_planner.journal import ScanJournal
+from deepaf_planner.journal import ScanJournal, stored_parameters
 from deepaf_planner.live_stitch import LiveRegistration
+from deepaf_planner.overview import Overview, sweep
 from deepaf_planner.report import FOCUS_QUALITY_LOW, FOCUS_QUALITY_OK, TileRecord
 from deepaf_planner.scan_path import Field, Limits, check_within_limits, plan_grid
 from deepaf_planner.search_stacks import SearchStackWriter
@@ -190,6 +191,9 @@ class ScanRequest:
             shot at the re-predicted z before the search).
         max_expected_error: [m] a prediction whose calibrated expected error is larger is
             not trusted (straight to the classical fallback); None = 5 half_dof.
+        whole_slide: sweep the region with previews first (see :mod:`overview`) and scan
+            only the tissue's bounding box; a resumed scan keeps the box it found.
+        overview_step_fields: the sweep's spacing, in fields of view.
     """
 
     region_min: tuple[float, float]
@@ -213,6 +217,8 @@ class ScanRequest:
     refocus_tolerance: float = 60e-6
     verify_tolerance: float | None = None
     max_expected_error: float | None = None
+    whole_slide: bool = False
+    overview_step_fields: float = 2.0
     tissue: TissueParams = field(default_factory=TissueParams)
     tissue_method: str = "colour"
     value_threshold: float = PAPER_VALUE_THRESHOLD
@@ -358,6 +364,7 @@ class ScanProgress:
     elapsed: float
     eta: float
     message: str = ""
+    region_area: float = 0.0  # [m^2] of the planned fields
 
 
 def scan_parameters(req: ScanRequest) -> dict[str, Any]:
@@ -371,6 +378,7 @@ def scan_parameters(req: ScanRequest) -> dict[str, Any]:
         "step_m": req.step,
         "focus_method": req.focus_method,
         "keep_empty_fields": req.keep_empty_fields,
+        **({"whole_slide": True} if req.whole_slide else {}),
     }
 
 
@@ -426,8 +434,9 @@ class Scanner:
         self._should_cancel = should_cancel or (lambda: False)
 
     # ---------------------------------------------------------------------------------
-    def run(self, req: ScanRequest) -> tuple[ScanMachine, list[TileRecord], ScanJournal]:
-        """Scan; return the final machine, all tile results and the journal.
+    def run(self, req: ScanRequest) -> tuple[ScanMachine, list[TileRecord], ScanJournal | None]:
+        """Scan; return the final machine, all tile results and the journal (None when a
+        whole-slide scan ended in its overview sweep).
 
         Hardware failures and cancels raise nothing: the machine ends in `failed` or
         `canceled` and `self.error` holds the reason.
@@ -443,7 +452,27 @@ class Scanner:
         self._status = {"tile_index": 0, "done": 0, "tissue": 0, "skipped": 0, "total": 0}
         machine = ScanMachine(on_change=lambda s: self._progress(s))
         machine.start()
+        self.overview: Overview | None = None
+        self.live: LiveRegistration | None = None  # set once the fields are known
+        if req.whole_slide:
+            try:
+                self._find_tissue(req)
+            except ScanCanceled:
+                self.error = "canceled on request (during the overview sweep)"
+                machine.cancel()
+                return machine, [], None
+            except (HardwareError, OSError) as exc:
+                self.error = f"overview sweep failed: {exc}"
+                machine.fail()
+                return machine, [], None
+            if self.overview is not None and self.overview.region is None:
+                self.error = self.overview.text
+                machine.fail()
+                return machine, [], None
         fields = validate_request(req)
+        grid = plan_grid(req.region_min, req.region_max, req.field_of_view, req.overlap, req.step)
+        (ax0, ay0), (ax1, ay1) = grid.covered_min_xy, grid.covered_max_xy
+        self._status["area"] = abs(ax1 - ax0) * abs(ay1 - ay0)
         journal = ScanJournal.open(req.output_dir, scan_parameters(req), resume=req.resume)
         done = {t.index: t for t in journal.tiles()}
         self._status.update(
@@ -812,6 +841,41 @@ class Scanner:
         quality = FOCUS_QUALITY_OK if verdict.ok else FOCUS_QUALITY_LOW
         return _Outcome(shot, 0.0, quality, verdict.text)
 
+    def _find_tissue(self, req: ScanRequest) -> None:
+        """A whole-slide scan's region: the box a resumed scan found before (its scan.json),
+        else an overview sweep's (:mod:`overview`); sets req.region_min/max and
+        self.overview (None when resumed)."""
+        stored = stored_parameters(req.output_dir) if req.resume else None
+        if stored and stored.get("whole_slide"):
+            req.region_min = tuple(stored["region_min_m"])
+            req.region_max = tuple(stored["region_max_m"])
+            return
+        region = (tuple(req.region_min), tuple(req.region_max))
+        lo = (max(region[0][0], req.limits.x[0]), max(region[0][1], req.limits.y[0]))
+        hi = (min(region[1][0], req.limits.x[1]), min(region[1][1], req.limits.y[1]))
+        fov = req.field_of_view
+        step = (fov[0] * req.overview_step_fields, fov[1] * req.overview_step_fields)
+        z = req.start_z if req.start_z is not None else self.scope.position()[2]
+        z = float(np.clip(z, *req.limits.z))
+
+        def look(x: float, y: float) -> tuple[bool, float]:
+            self._check_cancel()
+            moved = self.scope.move_to(x, y, z)
+            frame = self.scope.preview()
+            self._sim += moved.seconds + frame.seconds
+            return self._has_tissue(req, frame)[1], moved.seconds + frame.seconds
+
+        def progress(done: int, total: int) -> None:
+            self._status.update(tile_index=done, total=total)
+            self._progress("planning", f"overview preview {done}/{total}")
+
+        # a preview sees the capture's width and the centred 16:9 band of its height
+        view = (fov[0], min(fov[1], fov[0] * 9 / 16))
+        self.overview = sweep((lo, hi), step, view, look, progress)
+        self._status.update(tile_index=0, total=0)
+        if self.overview.region is not None:
+            req.region_min, req.region_max = self.overview.region
+
     # -- building blocks -----------------------------------------------------------------
     @staticmethod
     def _has_tissue(req: ScanRequest, preview: Frame) -> tuple[float, bool]:
@@ -1052,7 +1116,7 @@ class Scanner:
         """Simulated (or hardware) seconds of motion and exposure so far."""
         return self._sim
 
-    def _progress(self, state: str) -> None:
+    def _progress(self, state: str, message: str | None = None) -> None:
         s = self._status
         elapsed = time.monotonic() - getattr(self, "_t0", time.monotonic())
         new_done = max(s["done"], 0)
@@ -1068,6 +1132,7 @@ class Scanner:
                 s["skipped"],
                 elapsed,
                 eta,
-                self.error,
+                self.error if message is None else message,
+                s.get("area", 0.0),
             )
         )
