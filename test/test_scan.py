@@ -71,7 +71,8 @@ def _graph(namespace: str, log_dir: Path, nodes=None) -> GraphRunner:
     return GraphRunner(
         namespace,
         overrides={"profile": PROFILE, "sim_protocol": PROTOCOL, "sim_slide_seed": SEED},
-        node_overrides={"camera": CAMERA},
+        # whole-slide sweeps every field: the test's window is only a few fields wide
+        node_overrides={"camera": CAMERA, "planner": {"overview_step_fields": 1.0}},
         log_dir=log_dir,
         nodes=nodes,
     )
@@ -131,6 +132,13 @@ def scanned(tmp_path_factory, region):
             bad_stack = client.acquire_focal_stack(
                 str(base / "stacks"), z_range=1.0, z_step=1e-5, timeout=60.0
             )
+            # whole slide: a window one field wider than the edge region on each side in x
+            (_, fov) = region
+            swept = ((rmin[0] - fov[0], rmin[1]), (rmax[0] + fov[0], rmax[1]))
+            whole = client.scan_region(
+                *swept, str(base / "whole"), whole_slide=True, focus_method="fixed",
+                start_z=START_Z, timeout=600.0,
+            )  # fmt: skip
             client.close()
             logs = {name: proc.output() for name, proc in graph.processes.items()}
     finally:
@@ -144,6 +152,8 @@ def scanned(tmp_path_factory, region):
         "stack": stack,
         "bad_stack": bad_stack,
         "stacks": base / "stacks",
+        "whole": whole,
+        "swept": swept,
         "moved": (before.x, before.y, before.z) != (after.x, after.y, after.z),
     }
 
@@ -299,6 +309,20 @@ def test_node_killed_mid_scan_then_resume_loses_and_duplicates_nothing(region, t
     after = _journalled(out)
     assert sorted(after) == list(range(6)), after  # none lost, none twice
     assert after[: len(before)] == before  # finished tiles were kept, not redone
+
+
+def test_whole_slide_scan_sweeps_then_scans_only_the_tissue_box(scanned):
+    outcome = scanned["whole"]
+    assert outcome.ok, outcome.message
+    out = Path(outcome.result.output_dir)
+    params = json.loads((out / "scan.json").read_text())["params"]
+    assert params["whole_slide"] is True
+    (sx0, sy0), (sx1, sy1) = scanned["swept"]
+    (bx0, by0), (bx1, by1) = params["region_min_m"], params["region_max_m"]
+    assert sx0 <= bx0 < bx1 <= sx1 and sy0 <= by0 < by1 <= sy1
+    assert (bx1 - bx0) * (by1 - by0) < (sx1 - sx0) * (sy1 - sy0)  # glass was left out
+    assert outcome.result.tiles_tissue >= 1 and (out / "slide.tiff").is_file()
+    assert "overview: tissue in" in scanned["logs"]["planner"]
 
 
 def test_acquire_focal_stack_writes_the_training_format(scanned):

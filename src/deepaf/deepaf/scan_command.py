@@ -86,12 +86,14 @@ def camera_parameters(capture: tuple[int, int]) -> dict[str, int]:
 def build_parser() -> argparse.ArgumentParser:
     """The command's options."""
     from deepaf_planner.scanner import FOCUS_METHODS
+    from deepaf_planner.slide_formats import DEFAULT_SLIDE_FORMAT, SLIDE_FORMATS
 
     parser = argparse.ArgumentParser(
         prog="deepaf scan",
         description=(
             "Scan a region of a virtual slide: serpentine fields, tissue detection, single-shot "
-            "focus, full-resolution capture, stitching into slide.tiff (OpenSlide/QuPath), "
+            "focus, full-resolution capture, stitching into slide.tiff (OpenSlide/QuPath; "
+            "--format for OME-TIFF or DICOM), "
             "thumbnail.png, focus_map.png and report.json."
         ),
     )
@@ -125,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         "golden-section search +- 3 DoF; focus_map: survey a sparse grid first; fixed)",
     )
     parser.add_argument(
+        "--format",
+        choices=tuple(SLIDE_FORMATS),
+        default=DEFAULT_SLIDE_FORMAT,
+        help="stitched slide format (default: tiff): "
+        + "; ".join(f"{f.name}: {f.file_name} ({f.readers})" for f in SLIDE_FORMATS.values()),
+    )
+    parser.add_argument(
         "--protocol", default="lab_a_standard", help="staining protocol preset of the virtual slide"
     )
     parser.add_argument("--slide-seed", type=int, default=0, help="which virtual slide")
@@ -156,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the scan already in --out without redoing tiles",
     )
     parser.add_argument(
+        "--whole-slide",
+        action="store_true",
+        help="scan the whole slide: a coarse preview sweep of --region-mm (default: the whole "
+        "stage) finds the tissue, then its bounding box is scanned",
+    )
+    parser.add_argument(
         "--capture-size",
         type=_size,
         default=(4056, 3040),
@@ -182,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     out = (args.out or repo_root() / "out" / f"scan-{datetime.now():%Y%m%d-%H%M%S}").resolve()
-    if args.region_mm is None:
+    if args.region_mm is None and not args.whole_slide:
         args.region_mm = default_region_mm(args.profile, args.protocol, args.slide_seed, args.slide)
-    x0, y0, x1, y1 = (v * 1e-3 for v in args.region_mm)
+    # region_min == region_max: the whole stage (ScanSlide)
+    x0, y0, x1, y1 = (v * 1e-3 for v in args.region_mm or (0.0, 0.0, 0.0, 0.0))
     overrides = {
         "profile": args.profile,
         "sim_protocol": args.protocol,
@@ -196,11 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         "planner": {
             "publish_full_resolution": bool(args.record),
             "save_search_stacks": bool(args.save_stacks),
+            "slide_format": args.format,
         },
     }
     if args.model:
         node_overrides["focus"] = {"model": args.model}
-    region = ", ".join(f"{v:.2f}" for v in args.region_mm)
+    region = ", ".join(f"{v:.2f}" for v in args.region_mm) if args.region_mm else "whole stage"
+    region += ", whole slide: tissue found by an overview sweep" if args.whole_slide else ""
     console.print(
         f"[bold]deepaf scan[/]: {args.profile} {args.slide} virtual slide {args.slide_seed} "
         f"({args.protocol}), region ({region}) mm, focus {args.method}"
@@ -236,8 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             "below focus quality[/]: their focus could not be verified, they may be blurred "
             '(focus_quality "low" in report.json; rescan them, e.g. with --method stack)'
         )
-    for name in ("slide.tiff", "thumbnail.png", "focus_map.png", "report.json"):
-        if (out / name).is_file():
+    from deepaf_planner.slide_formats import SLIDE_FORMATS
+
+    slide = SLIDE_FORMATS[args.format].file_name
+    for name in (slide, "thumbnail.png", "focus_map.png", "report.json"):
+        if (out / name).exists():
             console.print(f"  {out / name}")
     return 0
 
@@ -286,6 +307,7 @@ def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
             overlap=args.overlap,
             start_z=None if args.start_z_um is None else args.start_z_um * 1e-6,
             resume=args.resume,
+            whole_slide=args.whole_slide,
             timeout=90.0,
         )
         if isinstance(task, Outcome):
@@ -300,20 +322,21 @@ def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total} fields"),
+            TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console, transient=False) as progress:
-            bar = progress.add_task("planning", total=None)
+            bar = progress.add_task("planning", total=None, detail="")
             while not task.done():
                 fb = task.feedback
                 if fb is not None:
                     s = fb.status
-                    eta = "" if math.isnan(s.eta) else f", eta {s.eta:.0f} s"
                     progress.update(
                         bar,
                         total=s.tiles_total or None,
                         completed=s.tiles_done,
-                        description=f"{s.state:<10} field {s.tile_index + 1}{eta}",
+                        description=f"{s.state:<10} field {s.tile_index + 1}",
+                        detail=progress_detail(s, graph.rss_bytes()),
                     )
                 if graph.dead():
                     console.print(f"[red]node(s) exited: {', '.join(graph.dead())}[/]")
@@ -328,6 +351,21 @@ def _run_scan(args, graph, out: Path, rmin, rmax, console: Console):
         return task.wait(30.0)
     finally:
         rclpy.try_shutdown()
+
+
+def progress_detail(status, rss_bytes: int) -> str:
+    """Area done, ETA and the graph's memory for the progress bar (or the overview sweep's
+    progress while it runs)."""
+    if status.state == "planning" and status.message.startswith("overview"):
+        return status.message
+    parts = [f"{status.tiles_tissue} tissue"]
+    if status.tiles_total and status.region_area > 0:
+        total = status.region_area * 1e6
+        parts.append(f"{status.tiles_done / status.tiles_total * total:.1f} of {total:.1f} mm2")
+    if math.isfinite(status.eta):
+        parts.append(f"eta {status.eta:.0f} s")
+    parts.append(f"mem {rss_bytes / 2**20:.0f} MB")
+    return ", ".join(parts)
 
 
 def _print_summary(out: Path, console: Console) -> None:

@@ -43,3 +43,24 @@ def test_a_real_region_parses():
     args = scan_command.build_parser().parse_args(["--region-mm", "6,6,9,8"])
     assert args.region_mm == (6.0, 6.0, 9.0, 8.0)
     assert scan_command.build_parser().parse_args([]).region_mm is None  # the default region
+
+
+def test_format_is_a_planner_parameter_and_tiff_stays_the_default(capsys, monkeypatch):
+    from deepaf_planner.slide_formats import SLIDE_FORMATS
+
+    assert scan_command.build_parser().parse_args([]).format == "tiff"
+    with pytest.raises(SystemExit) as exc:
+        scan_command.build_parser().parse_args(["--format", "tif"])
+    assert exc.value.code == 2
+    assert "'tiff', 'ome-tiff', 'dicom'" in capsys.readouterr().err  # the choices, listed
+    seen = {}
+
+    def graph(*_args, **kwargs):
+        seen.update(kwargs["node_overrides"]["planner"])
+        raise RuntimeError("stop before the graph starts")
+
+    monkeypatch.setattr("deepaf.runner.GraphRunner", graph)
+    for name in SLIDE_FORMATS:
+        with pytest.raises(RuntimeError, match="stop before"):
+            scan_command.main(["--region-mm", "6,6,9,8", "--format", name, "--out", "/nonexistent"])
+        assert seen["slide_format"] == name

@@ -1,4 +1,6 @@
-"""A scan's outputs: stitched `slide.tiff`, `thumbnail.png`, `focus_map.png` and `report.json`.
+"""A scan's outputs: the stitched slide (`slide.tiff`, or another of
+:data:`~deepaf_planner.slide_formats.SLIDE_FORMATS`), `thumbnail.png`, `focus_map.png` and
+`report.json`.
 
 Written when every field is done (and again on resume), also for a scan that stopped early
 (`write_partial_report`), so a cancelled scan leaves a consistent report of what it did.
@@ -15,10 +17,10 @@ from deepaf_planner.journal import ScanJournal
 from deepaf_planner.report import ScanReport, TileRecord
 from deepaf_planner.scan_path import plan_grid
 from deepaf_planner.scanner import ScanRequest
+from deepaf_planner.slide_formats import DEFAULT_SLIDE_FORMAT, slide_format
 from deepaf_planner.slide_writer import write_focus_map, write_thumbnail
 from deepaf_planner.stitching import STITCH_CONFIG, Match, StitchTile, stitch_slide
 
-SLIDE_FILE = "slide.tiff"
 REPORT_FILE = "report.json"
 THUMBNAIL_FILE = "thumbnail.png"
 FOCUS_MAP_FILE = "focus_map.png"
@@ -65,16 +67,20 @@ def finish_scan(
     wall_s: float,
     show_progress: bool = False,
     matches: Sequence[Match] | None = None,
+    slide_format_name: str = DEFAULT_SLIDE_FORMAT,
 ) -> dict[str, Any]:
     """Stitch the captured tiles and write every output; return paths and totals.
 
     ``matches``: the registrations made during the scan (:class:`LiveRegistration`);
-    ``None`` registers the tiles here, reading each once more.
+    ``None`` registers the tiles here, reading each once more. ``slide_format_name``: the
+    slide's format, a name in ``SLIDE_FORMATS`` (``tiff``, ``ome-tiff``, ``dicom``).
 
     Raises:
-        ValueError: nothing to stitch is not an error: the slide is then omitted.
+        ValueError: for an unknown slide format, before anything is written (nothing to
+            stitch is not an error: the slide is then omitted).
         OSError: an output cannot be written.
     """
+    fmt = slide_format(slide_format_name)
     out = Path(req.output_dir)
     grid = plan_grid(req.region_min, req.region_max, req.field_of_view, req.overlap, req.step)
     captured = [t for t in tiles if t.has_tissue and t.image_path]
@@ -89,13 +95,14 @@ def finish_scan(
         info, _, _ = stitch_slide(
             stitch_tiles,
             req.pixel_size,
-            out / SLIDE_FILE,
+            out / fmt.file_name,
             covered_min_xy=grid.covered_min_xy,
             covered_max_xy=grid.covered_max_xy,
             config=STITCH_CONFIG,
             show_progress=show_progress,
             compression="jpeg",
             matches=matches,
+            writer=fmt.writer,
         )
         write_thumbnail(out / THUMBNAIL_FILE, info.thumbnail)
         slide_path = str(info.path)

@@ -16,7 +16,7 @@ import time
 from deepaf_driver.conversions import point
 from deepaf_driver.node_support import exit_with, quiet_on_shutdown, run_node
 from deepaf_focus.tissue import PAPER_VALUE_THRESHOLD
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -38,6 +38,7 @@ from deepaf_planner.scanner import (
     ScanRequest,
 )
 from deepaf_planner.sim_truth import profile_optics, sim_truth_from_parameters
+from deepaf_planner.slide_formats import DEFAULT_SLIDE_FORMAT, SLIDE_FORMATS, slide_format
 
 
 class PlannerNode(Node):
@@ -87,11 +88,30 @@ class PlannerNode(Node):
                 "learn the model's focus bias on this slide (0: trust the model)"
             ),
         ).value
+        self._overview_step_fields = p(
+            "overview_step_fields",
+            2.0,
+            d(
+                description="whole-slide scans: the overview sweep previews every this many "
+                "fields of view (0.5..20)",
+                floating_point_range=[FloatingPointRange(from_value=0.5, to_value=20.0)],
+            ),
+        ).value
         self._save_search_stacks = p(
             "save_search_stacks",
             False,
             d(description="keep classical focus searches as focal stacks in <scan>/focus_stacks"),
         ).value
+        slide_format(  # fails fast with the choices; read again at each goal
+            p(
+                "slide_format",
+                DEFAULT_SLIDE_FORMAT,
+                d(
+                    description="stitched slide format: "
+                    + " | ".join(f"{f.name} ({f.file_name})" for f in SLIDE_FORMATS.values())
+                ),
+            ).value
+        )
         self._timeouts = {
             "discovery": p("discovery_timeout", 10.0, d(description="[s]")).value,
             "move": p("move_timeout", 30.0, d(description="[s]")).value,
@@ -233,6 +253,8 @@ class PlannerNode(Node):
             start_z=goal.start_z if goal.use_start_z else None,
             resume=goal.resume,
             keep_empty_fields=goal.keep_empty_fields,
+            whole_slide=goal.whole_slide,
+            overview_step_fields=self._overview_step_fields,
             stack_range=self._stack_range,
             focus_map_spacing=self._focus_map_spacing,
             bias_fields=max(0, int(self._bias_fields)),
@@ -274,6 +296,7 @@ class PlannerNode(Node):
                 method = handle.request.focus_method or self._method
                 self._scope.check_servers(need_focus=method in PREDICTING_METHODS)
                 req = self._request(handle.request)
+                fmt = slide_format(self.get_parameter("slide_format").value).name
             except (ValueError, HardwareError) as exc:
                 handle.abort()
                 result.message = f"rejected before moving: {exc}"
@@ -303,18 +326,22 @@ class PlannerNode(Node):
             report = None
             if machine.state == "stitching":
                 try:
-                    matches = scanner.live.matches()
-                    if scanner.live.error:
-                        self.get_logger().warning(scanner.live.error)
+                    live = scanner.live
+                    matches = live.matches() if live is not None else None
+                    if live is not None and live.error:
+                        self.get_logger().warning(live.error)
                     report = finish_scan(
                         req, tiles, journal, scanner.sim_seconds, time.monotonic() - start,
-                        matches=matches,
+                        matches=matches, slide_format_name=fmt,
                     )  # fmt: skip
                     machine.stitched()
                 except (OSError, ValueError, RuntimeError) as exc:
                     scanner.error = f"stitching failed: {exc}"
                     machine.fail()
-            scanner.live.close()
+            if scanner.live is not None:
+                scanner.live.close()
+            if scanner.overview is not None:
+                self.get_logger().info(scanner.overview.text)
             if machine.state in ("canceled", "failed"):
                 result.report_path = str(
                     write_partial_report(
@@ -385,6 +412,7 @@ class PlannerNode(Node):
             elapsed=p.elapsed,
             eta=p.eta,
             message=p.message,
+            region_area=p.region_area,
         )
         msg.header.stamp = self.get_clock().now().to_msg()
         self._status_pub.publish(msg)

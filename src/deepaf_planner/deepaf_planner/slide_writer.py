@@ -8,7 +8,8 @@ with X/YResolution in pixels per centimetre so viewers know the microns per pixe
 Level 0 is written strip by strip from a region source (the stitched mosaic renders any
 rectangle on demand), so the full-resolution slide never sits in memory: only one strip
 of tiles and the half-resolution level 1, which is kept in a temporary memory-mapped file
-next to the output when it exceeds ``memory_limit_bytes``.
+next to the output when it exceeds ``memory_limit_bytes``. :class:`PyramidStream` does
+that for every slide format (``slide_formats``: OME-TIFF, DICOM WSI).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ import numpy as np
 import tifffile
 
 __all__ = [
+    "PyramidStream",
     "RegionSource",
     "SlideInfo",
     "downsample2",
+    "tiff_options",
     "write_focus_map",
     "write_pyramidal_tiff",
     "write_thumbnail",
@@ -42,10 +45,10 @@ _WHITE = 255  # glass: padding of edge tiles and empty regions
 
 @dataclass(frozen=True)
 class SlideInfo:
-    """What :func:`write_pyramidal_tiff` wrote.
+    """What a slide writer (:func:`write_pyramidal_tiff`, :mod:`.slide_formats`) wrote.
 
     Args:
-        path: The TIFF file.
+        path: The slide: a TIFF file, or the folder of a DICOM slide's instances.
         level_shapes: (height, width) of each level, level 0 first.
         pixel_size_m: Level-0 pixel size (m).
         thumbnail: A small RGB overview (long side <= the requested thumbnail size).
@@ -110,6 +113,117 @@ def _level_tiles(
             yield strip[:, c * tile : (c + 1) * tile]
 
 
+class PyramidStream:
+    """The tiles of every pyramid level, streamed: what every slide format writer consumes.
+
+    Level 0 is rendered strip by strip from the region source; each level is halved (2x2
+    box) into the next while its tiles go by, in RAM or in a temporary memory-mapped file
+    next to the output when larger than ``memory_limit_bytes``. Levels halve until the
+    top one fits in a tile. Use as a context manager (it owns the scratch files), take the
+    levels from :meth:`levels` in order, consuming each level's tiles (row-major, all
+    ``tile`` x ``tile``, edge tiles padded white) before asking for the next; then
+    :attr:`thumbnail` holds a small overview.
+
+    Args:
+        source: Level-0 image: an (H, W, 3) uint8 array or a :data:`RegionSource`.
+        pixel_size_m: Level-0 pixel size (m).
+        shape: (height, width) of level 0; required for a region source.
+        tile: Tile side (multiple of 16).
+        scratch_dir: Folder of the memory-mapped intermediate levels.
+        memory_limit_bytes: Larger intermediate levels go to a memory map.
+        on_strip: Called as each strip of level-0 tiles is rendered (progress).
+        thumbnail_px: Long side of :attr:`thumbnail`.
+
+    Raises:
+        ValueError: for a bad shape, tile size, pixel size or source array.
+    """
+
+    def __init__(
+        self,
+        source: RegionSource | np.ndarray,
+        pixel_size_m: float,
+        shape: tuple[int, int] | None,
+        tile: int,
+        scratch_dir: Path,
+        memory_limit_bytes: int = 1 << 30,
+        on_strip: Callable[[], None] | None = None,
+        thumbnail_px: int = 1024,
+    ) -> None:
+        if isinstance(source, np.ndarray):
+            if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
+                raise ValueError(
+                    f"expected a uint8 (H, W, 3) image, got {source.dtype} {source.shape}"
+                )
+            shape = source.shape[:2]
+            source = _array_source(source)
+        if shape is None or min(shape) < 1:
+            raise ValueError(f"need a positive level-0 shape (height, width), got {shape}")
+        if tile < 16 or tile % 16:
+            raise ValueError(f"tile side must be a positive multiple of 16, got {tile}")
+        if not (math.isfinite(pixel_size_m) and pixel_size_m > 0):
+            raise ValueError(f"pixel size must be positive, got {pixel_size_m} m")
+        self.pixel_size_m = pixel_size_m
+        self.tile = tile
+        self.shapes: list[tuple[int, int]] = [(int(shape[0]), int(shape[1]))]
+        while max(self.shapes[-1]) > tile:
+            h, w = self.shapes[-1]
+            self.shapes.append((-(-h // 2), -(-w // 2)))
+        self._source = source
+        self._scratch = Path(scratch_dir)
+        self._limit = memory_limit_bytes
+        self._on_strip = on_strip
+        self._thumbnail_px = thumbnail_px
+        self._thumb: np.ndarray | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> PyramidStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def levels(self) -> Iterator[tuple[int, Iterator[np.ndarray]]]:
+        """Yield ``(level, tiles)`` from level 0 up; consume each level's tiles in turn."""
+        src = self._source
+        for level, (h, w) in enumerate(self.shapes):
+            nxt = None
+            if level + 1 < len(self.shapes):
+                nh, nw = self.shapes[level + 1]
+                nxt = _alloc((nh, nw, 3), self._limit, self._scratch, self._stack)
+            on_strip = self._on_strip if level == 0 else None
+            yield level, _level_tiles(src, (h, w), self.tile, nxt, on_strip)
+            if self._thumb is None and max(h, w) <= 2 * self._thumbnail_px and level > 0:
+                self._thumb = np.asarray(src(0, 0, h, w)).copy()
+            src = _array_source(nxt) if nxt is not None else src
+        if self._thumb is None:  # only one or two levels: small image
+            h, w = self.shapes[-1]
+            self._thumb = np.asarray(src(0, 0, h, w)).copy()
+
+    @property
+    def thumbnail(self) -> np.ndarray:
+        """A small RGB overview (long side <= ``thumbnail_px``), once the levels are done."""
+        if self._thumb is None:
+            raise RuntimeError("the thumbnail is known once every level has been written")
+        return _fit(self._thumb, self._thumbnail_px)
+
+    def info(self, path: Path) -> SlideInfo:
+        """What was written to ``path``."""
+        return SlideInfo(path, list(self.shapes), self.pixel_size_m, self.thumbnail)
+
+
+def tiff_options(tile: int, compression: str, jpeg_quality: int) -> dict:
+    """tifffile ``write`` options of a tiled RGB pyramid level (shared by the TIFF formats)."""
+    return {
+        "dtype": np.uint8,
+        "tile": (tile, tile),
+        "photometric": "rgb",
+        "compression": compression,
+        "compressionargs": {"level": jpeg_quality} if compression == "jpeg" else None,
+        "resolutionunit": "CENTIMETER",
+        "maxworkers": 2,
+    }
+
+
 def write_pyramidal_tiff(
     path: str | Path,
     source: RegionSource | np.ndarray,
@@ -144,54 +258,26 @@ def write_pyramidal_tiff(
         ValueError: for a bad shape, tile size, pixel size or source array.
     """
     path = Path(path)
-    if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
-            raise ValueError(f"expected a uint8 (H, W, 3) image, got {source.dtype} {source.shape}")
-        shape = source.shape[:2]
-        source = _array_source(source)
-    if shape is None or min(shape) < 1:
-        raise ValueError(f"need a positive level-0 shape (height, width), got {shape}")
-    if tile < 16 or tile % 16:
-        raise ValueError(f"tile side must be a positive multiple of 16, got {tile}")
-    if not (math.isfinite(pixel_size_m) and pixel_size_m > 0):
-        raise ValueError(f"pixel size must be positive, got {pixel_size_m} m")
+    pyramid = PyramidStream(
+        source, pixel_size_m, shape, tile, path.parent, memory_limit_bytes, on_strip, thumbnail_px
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    shapes: list[tuple[int, int]] = [(int(shape[0]), int(shape[1]))]
-    while max(shapes[-1]) > tile:
-        h, w = shapes[-1]
-        shapes.append((-(-h // 2), -(-w // 2)))
-    thumb: np.ndarray | None = None
-    with contextlib.ExitStack() as stack, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-        src = source
-        for level, (h, w) in enumerate(shapes):
-            nxt = None
-            if level + 1 < len(shapes):
-                nh, nw = shapes[level + 1]
-                nxt = _alloc((nh, nw, 3), memory_limit_bytes, path.parent, stack)
+    options = tiff_options(tile, compression, jpeg_quality)
+    with pyramid, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        for level, tiles in pyramid.levels():
+            h, w = pyramid.shapes[level]
             px_per_cm = 0.01 / (pixel_size_m * 2**level)
             tif.write(
-                _level_tiles(src, (h, w), tile, nxt, on_strip if level == 0 else None),
+                tiles,
                 shape=(h, w, 3),
-                dtype=np.uint8,
-                tile=(tile, tile),
-                photometric="rgb",
-                compression=compression,
-                compressionargs={"level": jpeg_quality} if compression == "jpeg" else None,
                 resolution=(px_per_cm, px_per_cm),
-                resolutionunit="CENTIMETER",
                 subfiletype=0 if level == 0 else 1,  # 1 = reduced-resolution image
                 metadata=None,
-                maxworkers=2,
+                **options,
             )
-            if thumb is None and max(h, w) <= 2 * thumbnail_px and level > 0:
-                thumb = np.asarray(src(0, 0, h, w)).copy()
-            src = _array_source(nxt) if nxt is not None else src
-        if thumb is None:  # only one or two levels: small image
-            h, w = shapes[-1]
-            thumb = np.asarray(src(0, 0, h, w)).copy()
     os.replace(tmp, path)
-    return SlideInfo(path, shapes, pixel_size_m, _fit(thumb, thumbnail_px))
+    return pyramid.info(path)
 
 
 def _fit(img: np.ndarray, long_side: int) -> np.ndarray:

@@ -502,6 +502,7 @@ def stitch_slide(
     tiff_tile: int = 256,
     matches: Sequence[Match] | None = None,
     compression: str = "zlib",
+    writer: Callable[..., SlideInfo] = write_pyramidal_tiff,
 ) -> tuple[SlideInfo, Mosaic, list[Match]]:
     """Register, blend and write the tiles as a pyramidal tiled TIFF.
 
@@ -517,6 +518,8 @@ def stitch_slide(
         show_progress: Show rich progress bars.
         tiff_tile: TIFF tile side.
         compression: TIFF compression (see :func:`write_pyramidal_tiff`).
+        writer: The slide format's writer (``SLIDE_FORMATS[name].writer`` of
+            :mod:`.slide_formats`; default the pyramidal TIFF).
         matches: Registrations made during the scan (:class:`OverlapRegistrar`); ``None``
             registers the tiles here (one extra read of every tile).
 
@@ -552,7 +555,7 @@ def stitch_slide(
         mosaic = Mosaic(tiles, positions, tile_shape, feather, bounds, config.cache_bytes)
         n_strips = -(-mosaic.shape[0] // tiff_tile)
         task = progress.add_task("writing slide", total=n_strips)
-        info = write_pyramidal_tiff(
+        info = writer(
             out_path, mosaic.render, pixel_size_m, mosaic.shape, tile=tiff_tile,
             compression=compression, on_strip=lambda: progress.advance(task),
         )  # fmt: skip
