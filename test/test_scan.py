@@ -311,6 +311,48 @@ def test_node_killed_mid_scan_then_resume_loses_and_duplicates_nothing(region, t
     assert after[: len(before)] == before  # finished tiles were kept, not redone
 
 
+@pytest.mark.flaky(reruns=1)
+def test_planner_killed_while_stitching_then_resumed_writes_the_same_slide(region, tmp_path):
+    """kill -9 of the planner during stitching: `resume` stitches again, and the slide equals
+    one stitched without interruption from the same tiles (no temporary file left)."""
+    import rclpy
+    import tifffile
+
+    (rmin, rmax), _ = region
+    out = tmp_path / "stitch_killed"
+    ns = "scope_kill_stitch"
+    rclpy.init()
+    try:
+        with _graph(ns, tmp_path / "logs") as graph:
+            client = DeepAfClient(ns, server_timeout=60.0)
+            task = client.start_scan(rmin, rmax, str(out), focus_method="fixed", timeout=60.0)
+            deadline = time.monotonic() + 300.0
+            while task.feedback is None or task.feedback.status.state != "stitching":
+                assert not task.done(), "the scan ended before stitching was seen"
+                assert time.monotonic() < deadline, "no stitching state within 300 s"
+                client.spin(0.05)
+            graph.processes["planner"].kill()
+            assert not (out / "report.json").exists()  # killed before the slide was done
+            spec = next(s for s in graph.specs if s.name == "planner")
+            dead = graph.processes["planner"]
+            args = dead.argv[dead.argv.index("--ros-args") + 1 :]
+            with NodeProcess(["-m", spec.module], args):
+                resumed = client.scan_region(
+                    rmin, rmax, str(out), focus_method="fixed", resume=True, timeout=600.0
+                )
+                assert resumed.ok, resumed.message
+                first = tifffile.imread(out / "slide.tiff", level=0)
+                again = client.scan_region(
+                    rmin, rmax, str(out), focus_method="fixed", resume=True, timeout=600.0
+                )  # every tile done: an uninterrupted stitch of the same tiles
+            client.close()
+    finally:
+        rclpy.try_shutdown()
+    assert again.ok, again.message
+    np.testing.assert_array_equal(first, tifffile.imread(out / "slide.tiff", level=0))
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
 def test_whole_slide_scan_sweeps_then_scans_only_the_tissue_box(scanned):
     outcome = scanned["whole"]
     assert outcome.ok, outcome.message
