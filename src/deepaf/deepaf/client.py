@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from deepaf_planner.ros_microscope import ACK_WAIT, CANCEL_WAIT
+from deepaf_planner.ros_microscope import CANCEL_WAIT, resend_until_answered
 from geometry_msgs.msg import Point
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
@@ -69,13 +69,6 @@ def _absolute(path: str | Path) -> str:
     """A goal's output directory resolved here, on the caller's side ("" stays empty: the
     server then says what is missing); the planner refuses relative paths."""
     return str(Path(path).expanduser().resolve()) if str(path) else ""
-
-
-def _cancel_if_accepted(future: Any) -> None:
-    """Cancel a goal the server accepted after its caller stopped waiting for the answer."""
-    handle = future.result() if future.exception() is None else None
-    if handle is not None and handle.accepted:
-        handle.cancel_goal_async()
 
 
 class Status(enum.Enum):
@@ -207,20 +200,19 @@ class DeepAfClient:
                 )
             self._spin(0.05)
         task: list[Task] = []
-        deadline = time.monotonic() + timeout
-        while True:  # a goal not acknowledged within ACK_WAIT is sent again (see ACK_WAIT)
-            future = client.send_goal_async(
+
+        def send() -> Any:
+            return client.send_goal_async(
                 goal,
                 feedback_callback=lambda m: (
                     setattr(task[0], "feedback", m.feedback) if task else None
                 ),
             )
-            left = deadline - time.monotonic()
-            if self._wait(future, max(0.0, min(ACK_WAIT, left))):
-                break
-            future.add_done_callback(_cancel_if_accepted)  # accepted later: cancelled then
-            if time.monotonic() >= deadline:
-                return Outcome(Status.TIMED_OUT, None, f"{client._action_name}: goal not answered")
+
+        # a goal not acknowledged within ACK_WAIT is sent again (see ACK_WAIT)
+        future = resend_until_answered(send, self._wait, timeout)
+        if future is None:
+            return Outcome(Status.TIMED_OUT, None, f"{client._action_name}: goal not answered")
         handle = future.result()
         if not handle.accepted:
             return Outcome(Status.REJECTED, None, f"{client._action_name}: goal rejected")

@@ -93,23 +93,42 @@ SERVER_GONE = 1.0
 ACK_WAIT = 5.0
 
 
-def _resend_until_answered(send: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Call `send()` (returns an rclpy future) again every ACK_WAIT until one is answered;
-    return that future. Raises HardwareError after `timeout` s without an answer."""
+def resend_until_answered(
+    send: Callable[[], Any], wait: Callable[[Any, float], bool], timeout: float
+) -> Any | None:
+    """Call `send()` (returns an rclpy future) again every ACK_WAIT until one is answered and
+    return that future; None after `timeout` s without an answer (see ACK_WAIT).
+
+    `wait(future, seconds)` waits for one future and says whether it is done: on an
+    executor's thread (:func:`wait_threaded`) or by spinning the caller's own executor (the
+    Python client). A goal accepted after its send was given up is cancelled then.
+    """
     deadline = time.monotonic() + timeout
     while True:
         future = send()
-        answered = threading.Event()
-        future.add_done_callback(lambda _, e=answered: e.set())
-        left = deadline - time.monotonic()
-        if answered.wait(max(0.0, min(ACK_WAIT, left))):
+        if wait(future, max(0.0, min(ACK_WAIT, deadline - time.monotonic()))):
             return future
-        future.add_done_callback(_cancel_late)
+        future.add_done_callback(cancel_late)
         if time.monotonic() >= deadline:
-            raise HardwareError(f"{what}: no answer within {timeout:.1f} s")
+            return None
 
 
-def _cancel_late(send_future: Any) -> None:
+def wait_threaded(future: Any, seconds: float) -> bool:
+    """Wait up to `seconds` for a future that another thread's executor completes."""
+    answered = threading.Event()
+    future.add_done_callback(lambda _: answered.set())
+    return answered.wait(seconds)
+
+
+def _answered(send: Callable[[], Any], timeout: float, what: str) -> Any:
+    """:func:`resend_until_answered` on an executor's thread; HardwareError on no answer."""
+    future = resend_until_answered(send, wait_threaded, timeout)
+    if future is None:
+        raise HardwareError(f"{what}: no answer within {timeout:.1f} s")
+    return future
+
+
+def cancel_late(send_future: Any) -> None:
     """Cancel a goal the server accepted after its caller stopped waiting for the answer."""
     with contextlib.suppress(Exception):
         handle = send_future.result()
@@ -145,7 +164,7 @@ def _goal_result(client: ActionClient, goal: Any, timeout: float, what: str) -> 
     Raises:
         HardwareError: no answer, rejected, timed out (cancelled), or the server went away.
     """
-    send = _resend_until_answered(lambda: client.send_goal_async(goal), timeout, f"{what} goal")
+    send = _answered(lambda: client.send_goal_async(goal), timeout, f"{what} goal")
     if send.exception() is not None:
         raise HardwareError(f"{what} goal: {send.exception()}")
     handle = send.result()
@@ -268,9 +287,7 @@ class RosMicroscope:
         if not client.wait_for_service(timeout_sec=self._t["discovery"]):
             raise HardwareError(f"{node_name}: node not running (no {key} service)")
         request = GetParameters.Request(names=names)
-        answered = _resend_until_answered(
-            lambda: client.call_async(request), self._t["discovery"], key
-        )
+        answered = _answered(lambda: client.call_async(request), self._t["discovery"], key)
         if answered.exception() is not None:
             raise HardwareError(f"{key}: {answered.exception()}")
         response = answered.result()

@@ -333,6 +333,32 @@ class _Surveyed:
     texts: list[str]
 
 
+@dataclass
+class _BiasEstimate:
+    """The model's focus bias on this slide: true focus minus where its prediction near
+    focus puts it, measured by the bias checks (see :meth:`Scanner._confirm`).
+
+    Args:
+        half_dof: [m] two samples farther apart than this disagree (a noisy search can miss).
+    """
+
+    half_dof: float
+    samples: list[float] = field(default_factory=list)  # [m], one per conclusive check
+    checks: int = 0  # tiles confirmed by a search so far
+
+    @property
+    def consistent(self) -> bool:
+        """Whether the samples agree (only a pair can disagree: a third decides)."""
+        return len(self.samples) != 2 or float(np.ptp(self.samples)) <= self.half_dof
+
+    @property
+    def value(self) -> float:
+        """[m] the median sample; 0 before any, and while two samples disagree."""
+        if not self.samples or not self.consistent:
+            return 0.0
+        return float(np.median(self.samples))
+
+
 def survey_fields(fields: list[Field], spacing: int) -> list[Field]:
     """`focus_map`'s survey fields, in scan order: every `spacing`-th row and column of the
     grid, always including its first and last rows and columns (corners), so the surface
@@ -486,9 +512,7 @@ class Scanner:
         )
         mapping = req.focus_method == "focus_map"
         self._survey: dict[int, _Surveyed] = {}
-        self._bias_samples: list[float] = []  # model focus bias on this slide [m] (see _bias)
-        self._bias_checks = 0  # tiles confirmed by a search so far (see _confirm)
-        self._half_dof = req.half_dof
+        self._bias_est = _BiasEstimate(req.half_dof)  # the model's bias on this slide
         self._stacks: SearchStackWriter | None = None
         self._frames: list[tuple[float, np.ndarray]] = []
         if req.save_search_stacks:
@@ -700,19 +724,9 @@ class Scanner:
         return self._fallback(machine, req, ctx, candidates, verdict.text, offset, shot)
 
     @property
-    def _bias_consistent(self) -> bool:
-        """Whether the bias samples agree within a half DoF (a noisy search can miss)."""
-        b = self._bias_samples
-        return len(b) != 2 or float(np.ptp(b)) <= self._half_dof
-
-    @property
     def _bias(self) -> float:
-        """[m] the model's focus bias on this slide: true focus minus where its prediction
-        near focus puts it; the median of the confirmed tiles (0 before any, and while two
-        samples disagree by more than a half DoF: a third decides)."""
-        if not self._bias_samples or not self._bias_consistent:
-            return 0.0
-        return float(np.median(self._bias_samples))
+        """[m] the model's focus bias on this slide (see :class:`_BiasEstimate`)."""
+        return self._bias_est.value
 
     def _confirm(
         self,
@@ -735,20 +749,21 @@ class Scanner:
         search's peak. Two samples more than a half DoF apart earn a third check (and no
         correction until it).
         """
-        allowed = req.bias_fields + (0 if self._bias_consistent else 1)
-        if self._bias_checks >= allowed or not math.isfinite(verdict.raw_offset_m):
+        est = self._bias_est
+        allowed = req.bias_fields + (0 if est.consistent else 1)
+        if est.checks >= allowed or not math.isfinite(verdict.raw_offset_m):
             return _Outcome(shot, offset, FOCUS_QUALITY_OK, verdict.text, refocused)
-        self._bias_checks += 1
+        est.checks += 1
         machine.refocus()
         found, texts = self._bounded_search(req, ctx, [shot.z], 2 * req.half_dof, False)
         machine.focused()
         if not found.ok:  # no clear peak near the tile: keep the verified capture
             text = f"{verdict.text}; bias check inconclusive ({', '.join(texts)})"
             return _Outcome(shot, offset, FOCUS_QUALITY_OK, text, refocused)
-        self._bias_samples.append(found.z - (shot.z + verdict.raw_offset_m))
+        est.samples.append(found.z - (shot.z + verdict.raw_offset_m))
         text = (
             f"{verdict.text}; bias check {', '.join(texts)}: model bias "
-            f"{_um(self._bias_samples[-1])} um (slide estimate {_um(self._bias)} um)"
+            f"{_um(est.samples[-1])} um (slide estimate {_um(est.value)} um)"
         )
         if abs(found.z - shot.z) <= req.half_dof / 2:
             return _Outcome(shot, offset, FOCUS_QUALITY_OK, text, refocused)
