@@ -354,6 +354,10 @@ def _match(
     a, b = a[:h, :w].astype(np.float32), b[:h, :w].astype(np.float32)
     if min(a.std(), b.std()) < config.min_overlap_std:
         return Match(ia, ib, *d_nom, 0.0, False, "flat overlap (glass)")
+    # without this the windowed background (glass), the same in both strips, peaks at zero
+    # shift: a confident match at the nominal offset on strips with little tissue
+    a -= a.mean()
+    b -= b.mean()
     win = cv2.createHanningWindow((w, h), cv2.CV_32F)
     (sx, sy), resp = cv2.phaseCorrelate(a, b, win)
     # b(u) = a(u + s) means b's content sits s further along, so b lies -s*f from nominal
@@ -374,6 +378,13 @@ def solve_positions(
 ) -> tuple[np.ndarray, list[Match]]:  # fmt: skip
     """Least-squares tile positions from accepted matches and the stage-position prior.
 
+    1. Solve with the stage positions as the prior; drop the match with the worst residual
+       (above ``residual_px``) and solve again, until every residual is within it.
+    2. Map the stage positions through the similarity transform (rotation, scale,
+       translation: a camera turned on its mount, a pixel size off by a little) that best
+       fits the tiles the matches placed, and solve once more with that prior, so tiles
+       with no match (glass all round) follow the registered ones instead of the raw stage.
+
     Args:
         nominal_px: (N, 2) stage-derived top-left positions.
         indices: Tile index of each row of ``nominal_px``.
@@ -382,40 +393,79 @@ def solve_positions(
 
     Returns:
         The refined (N, 2) positions and the matches, with those dropped by the residual
-        check marked as rejected.
+        check marked as rejected ("inconsistent").
     """
-    n = len(nominal_px)
     pos = {idx: i for i, idx in enumerate(indices)}
     matches = list(matches)
-    wp = 1.0 / config.prior_sigma_px**2
-    out = nominal_px.astype(float).copy()
-    for _ in range(3):
-        used = [m for m in matches if m.accepted]
-        rows, cols, vals = list(range(n)), list(range(n)), [wp] * n
-        rhs = wp * nominal_px.astype(float)
-        for m in used:
-            i, j = pos[m.a], pos[m.b]
-            wm = max(m.confidence, 1e-3) / config.match_sigma_px**2
-            rows += [i, j, i, j]
-            cols += [i, j, j, i]
-            vals += [wm, wm, -wm, -wm]
-            rhs[i] -= wm * np.array([m.dy, m.dx])
-            rhs[j] += wm * np.array([m.dy, m.dx])
-        a = sp.csc_matrix((vals, (rows, cols)), shape=(n, n))
-        solve = spla.factorized(a)
-        out = np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
-        bad = set()
+    nominal = nominal_px.astype(float)
+    out = _solve(nominal, pos, matches, config)
+    while True:
+        worst, worst_r = -1, config.residual_px
         for k, m in enumerate(matches):
             if m.accepted:
                 r = out[pos[m.b]] - out[pos[m.a]] - np.array([m.dy, m.dx])
-                if math.hypot(*r) > config.residual_px:
-                    bad.add(k)
-        if not bad:
+                if math.hypot(*r) > worst_r:
+                    worst, worst_r = k, math.hypot(*r)
+        if worst < 0:
             break
-        worst = max(bad, key=lambda k: -matches[k].confidence)  # drop the least confident
         m = matches[worst]
         matches[worst] = Match(m.a, m.b, m.dy, m.dx, m.confidence, False, "inconsistent")
+        out = _solve(nominal, pos, matches, config)
+    prior = _similarity_prior(nominal, out, pos, matches)
+    if prior is not None:
+        out = _solve(prior, pos, matches, config)
     return out, matches
+
+
+def _solve(
+    prior: np.ndarray, pos: Mapping[int, int], matches: Sequence[Match], config: StitchConfig
+) -> np.ndarray:
+    """One weighted sparse least-squares solve: accepted matches plus a weak prior."""
+    n = len(prior)
+    wp = 1.0 / config.prior_sigma_px**2
+    rows, cols, vals = list(range(n)), list(range(n)), [wp] * n
+    rhs = wp * prior.copy()
+    for m in matches:
+        if not m.accepted:
+            continue
+        i, j = pos[m.a], pos[m.b]
+        wm = max(m.confidence, 1e-3) / config.match_sigma_px**2
+        rows += [i, j, i, j]
+        cols += [i, j, j, i]
+        vals += [wm, wm, -wm, -wm]
+        rhs[i] -= wm * np.array([m.dy, m.dx])
+        rhs[j] += wm * np.array([m.dy, m.dx])
+    solve = spla.factorized(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)))
+    return np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
+
+
+#: The similarity prior is used only for a plausible mount: |scale - 1| and |rotation| below.
+_MAX_SIMILARITY = 0.05
+
+
+def _similarity_prior(
+    nominal: np.ndarray, solved: np.ndarray, pos: Mapping[int, int], matches: Sequence[Match]
+) -> np.ndarray | None:
+    """Stage positions mapped by the similarity transform that best takes them to the
+    solved positions of the matched tiles; None with fewer than 3 matched tiles, or for an
+    implausible transform."""
+    placed = sorted(
+        {pos[m.a] for m in matches if m.accepted} | {pos[m.b] for m in matches if m.accepted}
+    )
+    if len(placed) < 3:
+        return None
+    z = nominal[placed, 1] + 1j * nominal[placed, 0]  # (col, row) as complex numbers
+    w = solved[placed, 1] + 1j * solved[placed, 0]
+    zc, wc = z - z.mean(), w - w.mean()
+    norm = float(np.vdot(zc, zc).real)
+    if norm <= 0:
+        return None
+    a = np.vdot(zc, wc) / norm  # w ~ a (z - mean z) + mean w
+    if abs(a - 1) > _MAX_SIMILARITY:
+        return None
+    allz = nominal[:, 1] + 1j * nominal[:, 0]
+    mapped = a * (allz - z.mean()) + w.mean()
+    return np.column_stack([mapped.imag, mapped.real])
 
 
 def _ramp(n: int, width: int) -> np.ndarray:
