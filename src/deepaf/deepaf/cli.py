@@ -35,6 +35,7 @@ COMMANDS: dict[str, Command] = {
     "test": Command("deepaf.test_command:main", "run the whole test suite (pytest, real DDS)"),
     "lint": Command("deepaf.test_command:lint_main", "ruff check of the whole repository"),
     "graph": Command("deepaf.graph_command:main", "run the node graph until Ctrl-C (no scan)"),
+    "ui": Command("deepaf.ui_command:main", "browser dashboard: live, jog, focus, scans, viewer"),
     "sim": Command("deepaf_driver.sim.cli:main", "virtual microscope: protocols, render, dataset"),
     "train": Command("deepaf_focus.cli:train_main", "train a focus model on a focal-stack dataset"),
     "eval": Command("deepaf_focus.cli:eval_main", "evaluate a focus model: FE, FD, DoF table"),
