@@ -63,6 +63,7 @@ def _launch(namespace: str, params_file: str, *args: str) -> ExecuteProcess:
             f"namespace:={namespace}",
             f"params_file:={params_file}",
             "with_planner:=false",
+            "sigterm_timeout:=20",  # each node's SIGINT grace: 5 s was too short at load 6+
             *args,
         ],
         output="screen",

@@ -74,7 +74,9 @@ def generate_test_description(where: str):
     """`ros2 launch deepaf_bringup sim.launch.py` from `where`, in its own namespace."""
     cwd = workspace_root() if where == "workspace_root" else Path(tempfile.mkdtemp())
     namespace = f"sim_{where}_{os.getpid()}"
-    args = [f"namespace:={namespace}"]
+    # each node's SIGINT-to-SIGTERM grace (launch's `sigterm_timeout`, 5 s by default): at
+    # load 6+ on 2 cores all four nodes once needed longer than 5 s to finish cleanly
+    args = [f"namespace:={namespace}", "sigterm_timeout:=20"]
     if where == "workspace_root":
         args.append(f"params_file:={_params_file()}")
     launch = ExecuteProcess(
