@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import shutil
 import statistics
 import sys
@@ -349,8 +348,8 @@ def soft_limits(base: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deepaf.runner import NodeProcess
     from deepaf.ui import assets
+    from deepaf.ui.spawn import start_dashboard
 
     parser = argparse.ArgumentParser(prog="deepaf bench ui", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per live-view phase")
@@ -362,11 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     scans_root, slide = _slide_scan(tmp)
     ns = f"benchui{os.getpid()}"
-    proc = NodeProcess(
+    proc, base = start_dashboard(
         [
-            "-m",
-            "deepaf.cli",
-            "ui",
             "--namespace",
             ns,
             "--port",
@@ -380,18 +376,13 @@ def main(argv: list[str] | None = None) -> int:
             "--rate",
             "50",
         ],
-        log_path=tmp / "ui.log",
-    ).start()
+        tmp / "ui.log",
+        180,
+    )
     try:
-        deadline = time.monotonic() + 180
-        base = None
-        while base is None:
-            found = re.search(r"dashboard at (http://\S+?/)\?token=", proc.output())
-            base = found.group(1) if found else None
-            if not proc.alive() or time.monotonic() > deadline:
-                print(proc.output(), file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+        if base is None:
+            print(proc.output(), file=sys.stderr)
+            return 1
         cpu = CpuMeter(proc.proc.pid)
         time.sleep(3.0)  # the graph settles
         a = cpu.sample()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from deepaf.environment import repo_root
+from deepaf.ui.spawn import DASHBOARD_LINE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,7 +204,7 @@ async def _serve(args: argparse.Namespace, namespace: str, token: str | None) ->
         port = runner.addresses[0][1] if runner.addresses else args.port
         host = "127.0.0.1" if args.host in {"0.0.0.0", "::"} else args.host
         url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
-        print(f"deepaf ui: dashboard at {url}", flush=True)
+        print(DASHBOARD_LINE.format(url=url), flush=True)
         if token:
             print(f"deepaf ui: token {token} (required on every request)", flush=True)
         print("deepaf ui: Ctrl-C stops", flush=True)

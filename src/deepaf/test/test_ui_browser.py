@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from deepaf.testing import NodeProcess
+from deepaf.ui.spawn import start_dashboard
 
 pytestmark = [pytest.mark.ros, pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -71,9 +71,6 @@ def dashboard(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui")
     ns = f"ui{os.getpid()}"
     argv = [
-        "-m",
-        "deepaf.cli",
-        "ui",
         "--namespace",
         ns,
         "--port",
@@ -91,16 +88,9 @@ def dashboard(tmp_path_factory):
         "--rate",
         "20",
     ]
-    proc = NodeProcess(argv, log_path=tmp / "ui.log").start()
+    proc, url = start_dashboard(argv, tmp / "ui.log", 120)
     try:
-        deadline = time.monotonic() + 120
-        url = None
-        while url is None:
-            found = re.search(r"dashboard at (http://\S+?/)\?token=", proc.output())
-            url = found.group(1) if found else None
-            assert proc.alive(), proc.output()
-            assert time.monotonic() < deadline, "no dashboard within 120 s:\n" + proc.output()
-            time.sleep(0.5)
+        assert url is not None, "no dashboard within 120 s:\n" + proc.output()
         yield url, tmp, proc, ns
     finally:
         proc.stop(timeout=30)
