@@ -27,11 +27,14 @@ differ by a pure translation and the true mosaic top-left of tile i is R^-1 c_i 
 e_i = (est_i - true_i) - mean_i(est - true); RMS and max of |e_i| over tiles, in pixels.
 
 Methods (each (method, case, N) in a fresh worker process; tiles are read lazily from PNG):
-- `deepaf`: `OverlapRegistrar` fed tile by tile in scan order (as the scan does:
-  `register_tiles`), then `solve_positions` with the stage positions as the prior; the
-  production `STITCH_CONFIG` except `max_shift_px`, set from the stage error (below) like the
-  anchors'. Then the slide writer (`write_pyramidal_tiff` of the `Mosaic` render, JPEG as a
-  scan writes it) to a temporary file: seconds per megapixel of level 0.
+- `deepaf`: what a scan does. `OverlapRegistrar` fed tile by tile in scan order
+  (`register_tiles`), then the streamed solve (`StreamingSolver`: each tile placed as it
+  arrives and frozen once its neighbourhood is visited); the production `STITCH_CONFIG`
+  except `max_shift_px`, set from the stage error (below) like the anchors'. Also reported:
+  the error of the all-at-once `solve_positions` on the same matches ("global RMS"). Then
+  the scan's slide path (`SlideStream`: register, place, blend and JPEG-encode tile by tile,
+  then write the file) to a temporary file: seconds per megapixel of level 0 in all, and the
+  time from the last tile to the written file ("after last tile", with its share).
 - `ashlar`: `ashlar.reg.EdgeAligner` through its API on an in-memory `Reader`/`Metadata`
   (nominal stage positions, pixel size, green channel); `max_shift` = the stage error bound
   in um, `filter_sigma` = `--ashlar-sigma` (1.0 px; its default 0 is a bare Laplacian, tuned
@@ -371,14 +374,17 @@ def _grey(path: Path) -> np.ndarray:
 
 
 def _run_deepaf(d: Path, man: dict, nominal_rc: np.ndarray, out: dict) -> np.ndarray:
-    from deepaf_planner.slide_writer import write_pyramidal_tiff
+    from types import SimpleNamespace
+
+    from deepaf_planner.live_stitch import SlideStream
+    from deepaf_planner.slide_formats import slide_format
     from deepaf_planner.stitching import (
-        Mosaic,
         StitchTile,
         nominal_positions_px,
         register_tiles,
         solve_positions,
     )
+    from deepaf_planner.stream_solve import StreamingSolver
 
     pix = man["pixel_size_m"]
     shape = tuple(man["tile_shape"])
@@ -387,29 +393,52 @@ def _run_deepaf(d: Path, man: dict, nominal_rc: np.ndarray, out: dict) -> np.nda
         StitchTile(t["index"], t["row"], t["col"], t["x_m"], t["y_m"], d / t["file"])
         for t in man["tiles"]
     ]
+    idx = [t.index for t in tiles]
     out["baseline_rss_mb"] = _rss_mb()
     t0 = time.perf_counter()
     nominal = nominal_positions_px(tiles, pix, shape, config)
     matches = register_tiles(tiles, nominal, shape, config)
-    pos, matches = solve_positions(nominal, [t.index for t in tiles], matches, config)
+    # the scan's solve: tiles in scan order, each frozen once its neighbourhood is visited
+    solver = StreamingSolver(
+        idx, {t.index: (t.row, t.col) for t in tiles}, dict(zip(idx, nominal, strict=True)), config
+    )
+    for t in tiles:
+        solver.add(t.index, [m for m in matches if max(m.a, m.b) == t.index])
+    solver.visit_all()
+    pos = solver.positions(idx)
     out["seconds"] = time.perf_counter() - t0
     out["peak_rss_mb"] = _rss_mb()
-    out["matches_accepted"] = sum(m.accepted for m in matches)
+    out["matches_accepted"] = sum(m.accepted for m in solver.matches)
     out["matches_total"] = len(matches)
-    feather = config.feather_px or int(
-        min(shape[0] * man["spec"]["overlap"], shape[1] * man["spec"]["overlap"])
-    )
-    mosaic = Mosaic(tiles, pos, shape, feather, None, config.cache_bytes)
+    out["global_est"] = solve_positions(nominal, idx, matches, config)[0].tolist()
+    # the scan's slide path: registered, placed, blended and encoded tile by tile (JPEG)
+    fields = [SimpleNamespace(index=t.index, row=t.row, col=t.col, x=t.x_m, y=t.y_m) for t in tiles]
     with tempfile.TemporaryDirectory(prefix="deepaf-bench-stitch-") as tmp:
-        t0 = time.perf_counter()
-        write_pyramidal_tiff(
-            Path(tmp) / "slide.tiff", mosaic.render, pix, mosaic.shape, compression="jpeg"
-        )
-        dt = time.perf_counter() - t0
-    out["writer_s_per_mp"] = dt / (mosaic.shape[0] * mosaic.shape[1] / 1e6)
-    out["writer_mp"] = mosaic.shape[0] * mosaic.shape[1] / 1e6
+        stream = SlideStream(fields, pix, shape, Path(tmp) / "slide.tiff", slide_format("tiff"),
+                             config=config)  # fmt: skip
+        try:
+            for t in tiles:
+                stream.add(t.index, t.row, t.col, _rgb(t.image), t.image)
+            result = stream.finish()
+        finally:
+            stream.close()
+    mp = stream.shape[0] * stream.shape[1] / 1e6
+    out["writer_s_per_mp"] = (result.stream_s + result.final_s) / mp
+    out["writer_mp"] = mp
+    out["stream_s_per_tile"] = result.stream_s / len(tiles)
+    out["final_s"] = result.final_s
+    out["final_share"] = result.final_s / (result.stream_s + result.final_s)
     out["writer_peak_rss_mb"] = _rss_mb()
     return pos
+
+
+def _rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(path)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _run_ashlar(d: Path, man: dict, nominal_rc: np.ndarray, out: dict, sigma: float):
@@ -535,6 +564,8 @@ def worker(method: str, tile_dir: Path, ashlar_sigma: float) -> dict:
     else:
         raise ValueError(f"unknown method {method}")
     out["rms_px"], out["max_px"] = position_error(est, truth)
+    if "global_est" in out:
+        out["rms_px_global"], out["max_px_global"] = position_error(out.pop("global_est"), truth)
     out["stage_rms_px"], out["stage_max_px"] = position_error(nominal_rc, truth)
     out["s_per_tile"] = out["seconds"] / len(truth)
     return out
@@ -683,8 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         title=f"tile registration vs truth: {tw}x{th} tiles, overlap {args.overlap:g}, "
         f"{PROFILE} ({manifest['pixel_size_m'] * 1e6:.3f} um/px), {os.cpu_count()} cores"
     )
-    cols = ("case", "N", "method", "RMS px", "max px", "stage RMS px", "ms/tile",
-            "peak RSS MB", "base RSS MB", "pairs ok", "writer s/MP", "writer RSS MB")  # fmt: skip
+    cols = ("case", "N", "method", "RMS px", "max px", "global RMS px", "stage RMS px",
+            "ms/tile", "peak RSS MB", "base RSS MB", "pairs ok", "writer s/MP",
+            "after last tile", "writer RSS MB")  # fmt: skip
     for col in cols:
         table.add_column(col, justify="right")
     for case in cases:
@@ -696,10 +728,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 table.add_row(
                     case, str(n), method, _fmt(r["rms_px"]), _fmt(r["max_px"]),
-                    _fmt(r["stage_rms_px"], ".1f"), _fmt(r["s_per_tile"] * 1e3, ".1f"),
+                    _fmt(r.get("rms_px_global")), _fmt(r["stage_rms_px"], ".1f"),
+                    _fmt(r["s_per_tile"] * 1e3, ".1f"),
                     _fmt(r["peak_rss_mb"], ".0f"), _fmt(r["baseline_rss_mb"], ".0f"),
                     f"{r.get('matches_accepted', '-')}/{r.get('matches_total', '-')}",
                     _fmt(r.get("writer_s_per_mp"), ".3f"),
+                    "-" if "final_s" not in r else
+                    f"{r['final_s']:.2f} s ({100 * r['final_share']:.0f} %)",
                     _fmt(r.get("writer_peak_rss_mb"), ".0f"),
                 )  # fmt: skip
     out_console.print(table)
@@ -736,7 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     def summary(case: str, method: str) -> dict:
         keys = ("rms_px", "max_px", "s_per_tile", "peak_rss_mb", "baseline_rss_mb")
         if method == "deepaf":
-            keys += ("writer_s_per_mp", "writer_peak_rss_mb")
+            keys += ("writer_s_per_mp", "writer_peak_rss_mb", "rms_px_global", "max_px_global",
+                     "stream_s_per_tile", "final_s", "final_share")  # fmt: skip
         s: dict = {k: {str(n): res[case][method][n].get(k) for n in sizes} for k in keys}
         errors = {str(n): r["error"] for n, r in res[case][method].items() if "error" in r}
         if errors:

@@ -9,17 +9,18 @@ Written when every field is done (and again on resume), also for a scan that sto
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
 from pathlib import Path
 from typing import Any
 
 from deepaf_planner.journal import ScanJournal
+from deepaf_planner.live_stitch import LiveStitcher, stitch_scan
 from deepaf_planner.report import ScanReport, TileRecord
 from deepaf_planner.scan_path import plan_grid
 from deepaf_planner.scanner import ScanRequest
 from deepaf_planner.slide_formats import DEFAULT_SLIDE_FORMAT, slide_format
 from deepaf_planner.slide_writer import write_focus_map, write_thumbnail
-from deepaf_planner.stitching import STITCH_CONFIG, Match, StitchTile, stitch_slide
+from deepaf_planner.stitching import StitchTile
 
 REPORT_FILE = "report.json"
 THUMBNAIL_FILE = "thumbnail.png"
@@ -33,6 +34,7 @@ def make_report(
     wall_s: float,
     complete: bool,
     message: str = "",
+    stitch_s: float = math.nan,
 ) -> ScanReport:
     """The report of a scan (complete or not)."""
     n_planned = len(
@@ -47,6 +49,7 @@ def make_report(
         focus_method=req.focus_method,
         complete=complete,
         message=message,
+        stitch_seconds=stitch_s,
     )
 
 
@@ -65,15 +68,16 @@ def finish_scan(
     journal: ScanJournal,
     sim_s: float,
     wall_s: float,
-    show_progress: bool = False,
-    matches: Sequence[Match] | None = None,
+    live: LiveStitcher | None = None,
     slide_format_name: str = DEFAULT_SLIDE_FORMAT,
 ) -> dict[str, Any]:
     """Stitch the captured tiles and write every output; return paths and totals.
 
-    ``matches``: the registrations made during the scan (:class:`LiveRegistration`);
-    ``None`` registers the tiles here, reading each once more. ``slide_format_name``: the
-    slide's format, a name in ``SLIDE_FORMATS`` (``tiff``, ``ome-tiff``, ``dicom``).
+    ``live``: the stitcher that ran during the scan (:class:`LiveStitcher`: only the file
+    is left to write); ``None``, or one that failed: the tiles are fed again from disk
+    (same slide). ``slide_format_name``: the slide's format, a name in ``SLIDE_FORMATS``
+    (``tiff``, ``ome-tiff``, ``dicom``). The returned ``stitch_final_s`` is the time from
+    the last tile to the written slide.
 
     Raises:
         ValueError: for an unknown slide format, before anything is written (nothing to
@@ -85,27 +89,24 @@ def finish_scan(
     grid = plan_grid(req.region_min, req.region_max, req.field_of_view, req.overlap, req.step)
     captured = [t for t in tiles if t.has_tissue and t.image_path]
     slide_path = ""
+    final_s = math.nan
     if captured:
         stitch_tiles = [
             StitchTile(t.index, t.row, t.col, t.x_m, t.y_m, out / t.image_path) for t in captured
         ]
-        if matches is not None:
-            ids = {t.index for t in captured}
-            matches = [m for m in matches if m.a in ids and m.b in ids]
-        info, _, _ = stitch_slide(
+        t0 = time.monotonic()
+        result = stitch_scan(
+            grid.fields,
             stitch_tiles,
             req.pixel_size,
             out / fmt.file_name,
-            covered_min_xy=grid.covered_min_xy,
-            covered_max_xy=grid.covered_max_xy,
-            config=STITCH_CONFIG,
-            show_progress=show_progress,
-            compression="jpeg",
-            matches=matches,
-            writer=fmt.writer,
+            fmt.name,
+            (grid.covered_min_xy, grid.covered_max_xy),
+            live=live,
         )
-        write_thumbnail(out / THUMBNAIL_FILE, info.thumbnail)
-        slide_path = str(info.path)
+        final_s = time.monotonic() - t0
+        write_thumbnail(out / THUMBNAIL_FILE, result.info.thumbnail)
+        slide_path = str(result.info.path)
     panels = {"chosen focus z (um)": {(t.row, t.col): t.z_m * 1e6 for t in captured}}
     if any(math.isfinite(t.true_focus_error_m) for t in captured):
         panels["true focus error (um)"] = {
@@ -118,7 +119,7 @@ def finish_scan(
         panels,
         title=f"focus map ({req.focus_method})",
     )
-    report = make_report(req, tiles, sim_s, wall_s, complete=True)
+    report = make_report(req, tiles, sim_s, wall_s, complete=True, stitch_s=final_s)
     report_path = report.write(out / REPORT_FILE)
     wd = report.within_dof_pct
     return {
@@ -127,4 +128,5 @@ def finish_scan(
         "tiles_total": report.tiles_total,
         "tiles_below_quality": report.tiles_below_quality,
         "within_dof_pct": None if math.isnan(wd) else wd,
+        "stitch_final_s": final_s,
     }

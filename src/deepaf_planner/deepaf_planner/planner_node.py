@@ -9,6 +9,7 @@ reason before anything moves; so is any goal that fails validation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -297,6 +298,7 @@ class PlannerNode(Node):
                 self._scope.check_servers(need_focus=method in PREDICTING_METHODS)
                 req = self._request(handle.request)
                 fmt = slide_format(self.get_parameter("slide_format").value).name
+                req = dataclasses.replace(req, slide_format=fmt)
             except (ValueError, HardwareError) as exc:
                 handle.abort()
                 result.message = f"rejected before moving: {exc}"
@@ -327,13 +329,16 @@ class PlannerNode(Node):
             if machine.state == "stitching":
                 try:
                     live = scanner.live
-                    matches = live.matches() if live is not None else None
                     if live is not None and live.error:
-                        self.get_logger().warning(live.error)
+                        self.get_logger().warning(f"{live.error}; stitching from the tiles on disk")
                     report = finish_scan(
                         req, tiles, journal, scanner.sim_seconds, time.monotonic() - start,
-                        matches=matches, slide_format_name=fmt,
+                        live=live, slide_format_name=fmt,
                     )  # fmt: skip
+                    if math.isfinite(report["stitch_final_s"]):
+                        self.get_logger().info(
+                            f"slide written {report['stitch_final_s']:.1f} s after the last tile"
+                        )
                     machine.stitched()
                 except (OSError, ValueError, RuntimeError) as exc:
                     scanner.error = f"stitching failed: {exc}"

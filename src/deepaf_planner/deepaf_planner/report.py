@@ -191,6 +191,8 @@ class ScanReport:
         focus_method: Focus method of the scan.
         complete: Whether every planned field was visited.
         message: Why the scan stopped early, or ``""``.
+        stitch_seconds: Wall time from the last tile to the written slide (s; the slide
+            is stitched during the scan, so only this is left at its end).
     """
 
     tiles: list[TileRecord] = field(default_factory=list)
@@ -201,6 +203,7 @@ class ScanReport:
     focus_method: str = ""
     complete: bool = True
     message: str = ""
+    stitch_seconds: float = math.nan
 
     @property
     def tiles_total(self) -> int:
@@ -242,6 +245,7 @@ class ScanReport:
                 "within_dof_pct": self.within_dof_pct,
                 "sim_seconds": self.sim_seconds,
                 "wall_seconds": self.wall_seconds,
+                "stitch_seconds": self.stitch_seconds,
                 "tiles_planned": self.tiles_planned
                 if self.tiles_planned is not None
                 else self.tiles_total,
@@ -286,6 +290,7 @@ class ScanReport:
             focus_method=d.get("focus_method", ""),
             complete=bool(d.get("complete", True)),
             message=d.get("message", ""),
+            stitch_seconds=num("stitch_seconds"),
         )
 
     def summary_table(self, max_tiles: int = 0) -> Table:
@@ -306,6 +311,7 @@ class ScanReport:
             ("focus time per tissue tile", f"{focus_t / len(tissue):.2f} s" if tissue else "n/a"),
             ("simulated time", _seconds(self.sim_seconds)),
             ("wall time", _seconds(self.wall_seconds)),
+            ("slide written after the last tile", self._stitch_text()),
             (
                 "status",
                 completion_message(self.tiles_below_quality)
@@ -324,6 +330,14 @@ class ScanReport:
                 f"z {t.z_m * 1e6:.2f} um, err {err_s}{quality}" if t.has_tissue else "glass",
             )
         return table
+
+    def _stitch_text(self) -> str:
+        if math.isnan(self.stitch_seconds):
+            return "n/a"
+        share = ""
+        if math.isfinite(self.sim_seconds) and self.sim_seconds > 0:
+            share = f" ({100 * self.stitch_seconds / self.sim_seconds:.0f} % of the simulated scan)"
+        return f"{self.stitch_seconds:.1f} s{share}"
 
     def print_summary(self, console: Console | None = None, max_tiles: int = 0) -> None:
         """Print :meth:`summary_table` to ``console`` (stdout by default)."""

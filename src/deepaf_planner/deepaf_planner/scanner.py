@@ -72,12 +72,13 @@ from deepaf_focus.tissue import (
 
 from deepaf_planner.focus_surface import FocusSurface
 from deepaf_planner.journal import ScanJournal, stored_parameters
-from deepaf_planner.live_stitch import LiveRegistration
+from deepaf_planner.live_stitch import LiveStitcher
 from deepaf_planner.overview import Overview, sweep
 from deepaf_planner.report import FOCUS_QUALITY_LOW, FOCUS_QUALITY_OK, TileRecord
 from deepaf_planner.scan_path import Field, Limits, check_within_limits, plan_grid
 from deepaf_planner.search_stacks import SearchStackWriter
 from deepaf_planner.sharpness import assess_sharpness, normalized_sharpness, resample_to_width
+from deepaf_planner.slide_formats import DEFAULT_SLIDE_FORMAT, slide_format
 from deepaf_planner.state_machine import ScanMachine
 
 FOCUS_METHODS = ("deepaf", "deepaf_single", "stack", "focus_map", "fixed")
@@ -194,6 +195,8 @@ class ScanRequest:
         whole_slide: sweep the region with previews first (see :mod:`overview`) and scan
             only the tissue's bounding box; a resumed scan keeps the box it found.
         overview_step_fields: the sweep's spacing, in fields of view.
+        slide_format: the slide's format, a name in ``SLIDE_FORMATS``; the slide is
+            stitched into it while the scan runs (:mod:`live_stitch`).
     """
 
     region_min: tuple[float, float]
@@ -219,6 +222,7 @@ class ScanRequest:
     max_expected_error: float | None = None
     whole_slide: bool = False
     overview_step_fields: float = 2.0
+    slide_format: str = DEFAULT_SLIDE_FORMAT
     tissue: TissueParams = field(default_factory=TissueParams)
     tissue_method: str = "colour"
     value_threshold: float = PAPER_VALUE_THRESHOLD
@@ -424,6 +428,7 @@ def validate_request(req: ScanRequest) -> list[Field]:
         raise ValueError(f"stack_range must be positive, got {req.stack_range} m")
     if req.step is not None and not (math.isfinite(req.step) and req.step > 0):
         raise ValueError(f"step must be positive, got {req.step} m")
+    slide_format(req.slide_format)
     grid = plan_grid(req.region_min, req.region_max, req.field_of_view, req.overlap, req.step)
     check_within_limits(grid.fields, req.limits)
     if req.start_z is not None and not req.limits.z[0] <= req.start_z <= req.limits.z[1]:
@@ -479,7 +484,7 @@ class Scanner:
         machine = ScanMachine(on_change=lambda s: self._progress(s))
         machine.start()
         self.overview: Overview | None = None
-        self.live: LiveRegistration | None = None  # set once the fields are known
+        self.live: LiveStitcher | None = None  # set once the fields are known
         if req.whole_slide:
             try:
                 self._find_tissue(req)
@@ -519,7 +524,11 @@ class Scanner:
             self._stacks = SearchStackWriter(
                 req.output_dir / SEARCH_STACKS_DIR, req.profile, math.nan
             )
-        self.live = LiveRegistration(fields, req.pixel_size)
+        fmt = slide_format(req.slide_format)
+        covered = (grid.covered_min_xy, grid.covered_max_xy)
+        self.live = LiveStitcher(
+            fields, req.pixel_size, req.output_dir / fmt.file_name, fmt.name, covered
+        )
         self.live.resume(done.values(), req.output_dir)
         surface = FocusSurface()
         for t in done.values():
@@ -630,7 +639,7 @@ class Scanner:
             out = self._fixed(machine, req, ctx)
         path = journal.write_tile_image(f.index, out.shot.frame.rgb, f.row, f.col)
         if has_tissue:
-            self.live.add(f.index, f.row, f.col, out.shot.frame.rgb)
+            self.live.add(f.index, f.row, f.col, out.shot.frame.rgb, req.output_dir / path)
         truth_err = math.nan
         if self._truth is not None:
             truth_err = float(out.shot.z - self._truth(moved.pose[0], moved.pose[1]))

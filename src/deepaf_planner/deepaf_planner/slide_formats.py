@@ -12,9 +12,12 @@ the outputs.
   study, series, pyramid and frame of reference), written through wsidicom. Read by
   wsidicom (the folder) and OpenSlide >= 4 (any one of its files).
 
-Every writer streams level 0 from a :data:`~deepaf_planner.slide_writer.RegionSource`
-through :class:`~deepaf_planner.slide_writer.PyramidStream`, so no format holds the whole
-slide in memory, and every level is the same 2x2 box-averaged pyramid.
+Each format has a tile encoder (:attr:`SlideFormat.encoder`) to build a
+:class:`~deepaf_planner.slide_writer.TilePyramid` with while the tiles come in (during a
+scan), and a pyramid writer (:attr:`SlideFormat.write_pyramid`) that copies the encoded
+tiles into the slide at the end. Its source writer (:attr:`SlideFormat.writer`) does both
+from a level-0 :data:`~deepaf_planner.slide_writer.RegionSource`, band by band, so no format
+holds the whole slide in memory, and every level is the same 2x2 box-averaged pyramid.
 """
 
 from __future__ import annotations
@@ -26,26 +29,40 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import tifffile
 
-from .slide_writer import PyramidStream, RegionSource, SlideInfo, tiff_options, write_pyramidal_tiff
+from .slide_writer import (
+    PyramidWriter,
+    RegionSource,
+    SlideInfo,
+    TileEncoder,
+    TilePyramid,
+    check_compression,
+    tiff_encoder,
+    write_from_source,
+    write_pyramidal_tiff,
+    write_tiff_levels,
+    write_tiff_pyramid,
+)
 
 __all__ = [
     "DEFAULT_SLIDE_FORMAT",
     "SLIDE_FORMATS",
     "SlideFormat",
     "SlideWriter",
+    "dicom_encoder",
     "slide_format",
+    "write_dicom_pyramid",
     "write_dicom_wsi",
     "write_ome_tiff",
+    "write_ome_tiff_pyramid",
 ]
 
 
 class SlideWriter(Protocol):
-    """The signature every slide writer shares (that of ``write_pyramidal_tiff``)."""
+    """The signature every slide source writer shares (that of ``write_pyramidal_tiff``)."""
 
     def __call__(
         self,
@@ -57,9 +74,38 @@ class SlideWriter(Protocol):
         compression: str = "zlib",
         jpeg_quality: int = 90,
         thumbnail_px: int = 1024,
-        memory_limit_bytes: int = 1 << 30,
         on_strip: Callable[[], None] | None = None,
     ) -> SlideInfo: ...
+
+
+def write_ome_tiff_pyramid(
+    path: str | Path, pyramid: TilePyramid, compression: str, jpeg_quality: int
+) -> SlideInfo:
+    """Write a complete :class:`TilePyramid` (``tiff_encoder`` tiles) as a pyramidal OME-TIFF.
+
+    Level 0 is the main IFD, with the OME-XML (PhysicalSizeX/Y in µm; Name: the scan
+    folder); the sub-resolutions are its SubIFDs. Written via a temporary file.
+
+    Raises:
+        RuntimeError: for an incomplete pyramid.
+    """
+    path = Path(path)
+    um = pyramid.pixel_size_m * 1e6
+    metadata = {
+        "axes": "YXS",
+        "Name": path.parent.name or "slide",  # the scan folder, as the DICOM slide's identifier
+        "PhysicalSizeX": um,
+        "PhysicalSizeXUnit": "µm",
+        "PhysicalSizeY": um,
+        "PhysicalSizeYUnit": "µm",
+    }
+
+    def options(level: int) -> dict[str, Any]:
+        if level == 0:
+            return {"subifds": len(pyramid.shapes) - 1, "metadata": metadata}
+        return {"subfiletype": 1}  # a reduced-resolution image, in level 0's SubIFDs
+
+    return write_tiff_levels(path, pyramid, compression, jpeg_quality, options, ome=True)
 
 
 def write_ome_tiff(
@@ -71,7 +117,6 @@ def write_ome_tiff(
     compression: str = "zlib",
     jpeg_quality: int = 90,
     thumbnail_px: int = 1024,
-    memory_limit_bytes: int = 1 << 30,
     on_strip: Callable[[], None] | None = None,
 ) -> SlideInfo:
     """Write an RGB image as a pyramidal OME-TIFF (sub-resolutions in SubIFDs).
@@ -80,50 +125,35 @@ def write_ome_tiff(
     goes into the OME-XML (PhysicalSizeX/Y in µm) and the X/YResolution tags of every level.
 
     Raises:
-        ValueError: for a bad shape, tile size, pixel size or source array.
+        ValueError: for a bad shape, tile size, pixel size, source array or compression.
     """
-    path = Path(path)
-    pyramid = PyramidStream(
-        source, pixel_size_m, shape, tile, path.parent, memory_limit_bytes, on_strip, thumbnail_px
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    um = pixel_size_m * 1e6
-    metadata = {
-        "axes": "YXS",
-        "Name": path.parent.name or "slide",  # the scan folder, as the DICOM slide's identifier
-        "PhysicalSizeX": um,
-        "PhysicalSizeXUnit": "µm",
-        "PhysicalSizeY": um,
-        "PhysicalSizeYUnit": "µm",
-    }
-    options = tiff_options(tile, compression, jpeg_quality)
-    with pyramid, tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
-        for level, tiles in pyramid.levels():
-            h, w = pyramid.shapes[level]
-            px_per_cm = 1e4 / (um * 2**level)
-            extra = (
-                {"subifds": len(pyramid.shapes) - 1, "metadata": metadata}
-                if level == 0
-                else {"subfiletype": 1}  # a reduced-resolution image, in level 0's SubIFDs
-            )
-            tif.write(tiles, shape=(h, w, 3), resolution=(px_per_cm, px_per_cm), **extra, **options)
-    os.replace(tmp, path)
-    return pyramid.info(path)
+    return write_from_source(
+        path, source, pixel_size_m, shape, tile, compression, jpeg_quality, thumbnail_px,
+        on_strip, tiff_encoder, write_ome_tiff_pyramid,
+    )  # fmt: skip
 
 
 def _dicom_encoder(compression: str, jpeg_quality: int):
-    """The wsidicom encoder for a tifffile compression name (the same choice of lossy or not)."""
+    """The wsidicom encoder for a compression name (the same choice of lossy or not)."""
     from wsidicom.codec import Encoder, Jpeg2kSettings, JpegSettings, NumpySettings
 
+    check_compression(compression)
     settings = {
         "jpeg": lambda: JpegSettings(quality=jpeg_quality),  # JPEG baseline, YBR_FULL_422
         "zlib": lambda: Jpeg2kSettings(levels=0),  # lossless: JPEG 2000 reversible
         "none": NumpySettings,  # native (uncompressed) RGB
     }
-    if compression not in settings:
-        raise ValueError(f"compression {compression!r} is not one of {', '.join(settings)}")
     return Encoder.create_for_settings(settings[compression]())
+
+
+def dicom_encoder(compression: str, jpeg_quality: int) -> TileEncoder:
+    """Encode a tile as a DICOM WSI frame: ``"jpeg"`` JPEG baseline, ``"zlib"`` (lossless)
+    JPEG 2000 reversible, ``"none"`` native RGB.
+
+    Raises:
+        ValueError: for a compression not in :data:`~deepaf_planner.slide_writer.COMPRESSIONS`.
+    """
+    return _dicom_encoder(compression, jpeg_quality).encode
 
 
 def _dicom_level_data(encoder, shape: tuple[int, int], tile: int, pixel_size_mm: float):
@@ -194,41 +224,57 @@ def _dicom_metadata(name: str):
     )
 
 
-def write_dicom_wsi(
-    path: str | Path,
-    source: RegionSource | np.ndarray,
-    pixel_size_m: float,
-    shape: tuple[int, int] | None = None,
-    tile: int = 256,
-    compression: str = "zlib",
-    jpeg_quality: int = 90,
-    thumbnail_px: int = 1024,
-    memory_limit_bytes: int = 1 << 30,
-    on_strip: Callable[[], None] | None = None,
-) -> SlideInfo:
-    """Write an RGB image as a DICOM WSI: a folder with one instance per pyramid level.
-
-    Arguments as :func:`~deepaf_planner.slide_writer.write_pyramidal_tiff`, except that
-    ``path`` is the folder (written as a temporary folder, then renamed over any previous
-    one) and ``compression`` maps to a DICOM transfer syntax: ``"jpeg"`` JPEG baseline,
-    ``"zlib"`` (lossless) JPEG 2000 reversible, ``"none"`` native RGB. The pixel size is
-    the PixelSpacing of each level.
-
-    Raises:
-        ValueError: for a bad shape, tile size, pixel size, source array or compression.
-    """
+def _write_dicom_level(
+    file: Path, base, encoder, pyramid: TilePyramid, level: int, tiles: Iterator[bytes]
+) -> None:
+    """One level's instance, its frames copied from the pyramid."""
     from pydicom.uid import generate_uid
     from upath import UPath
     from wsidicom.file.io import OffsetTableType, WsiDicomWriter
     from wsidicom.instance import WsiDataset
     from wsidicom.metadata import ImageType
+
+    h, w = pyramid.shapes[level]
+    tile = pyramid.tile
+    data = _dicom_level_data(encoder, (h, w), tile, pyramid.pixel_size_m * 1e3 * 2**level)
+    dataset = WsiDataset.create_instance_dataset(
+        base.copy(), ImageType.VOLUME, data, level
+    ).update_for_transcoding(encoder, 1)
+    dataset = dataset.as_instance(
+        instance_uid=generate_uid(),
+        instance_number=level + 1,
+        frame_count=math.ceil(h / tile) * math.ceil(w / tile),
+    )
+    encapsulated = encoder.transfer_syntax.is_encapsulated
+    offsets = OffsetTableType.BASIC if encapsulated else OffsetTableType.NONE
+    writer = WsiDicomWriter.open_instance(UPath(file), encoder.transfer_syntax, offsets, dataset)
+    try:
+        writer.write_tiles(tiles)
+        writer.finalize(dataset, encoder)  # also fills in the JPEG compression ratio
+    except BaseException:
+        writer.close()
+        raise
+
+
+def write_dicom_pyramid(
+    path: str | Path, pyramid: TilePyramid, compression: str, jpeg_quality: int
+) -> SlideInfo:
+    """Write a complete :class:`TilePyramid` (:func:`dicom_encoder` tiles) as a DICOM WSI.
+
+    ``path`` is the folder, one instance per level (``level_<k>.dcm``), written as a
+    temporary folder then renamed over any previous one; the pixel size is the
+    PixelSpacing of each level.
+
+    Raises:
+        RuntimeError: for an incomplete pyramid.
+        ValueError: for a compression not in :data:`~deepaf_planner.slide_writer.COMPRESSIONS`.
+    """
+    from wsidicom.metadata import ImageType
     from wsidicom.metadata.schema.dicom.wsi import WsiMetadataDicomSchema
 
     path = Path(path)
     encoder = _dicom_encoder(compression, jpeg_quality)
-    pyramid = PyramidStream(
-        source, pixel_size_m, shape, tile, path.parent, memory_limit_bytes, on_strip, thumbnail_px
-    )
+    levels = pyramid.levels()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -236,30 +282,9 @@ def write_dicom_wsi(
     base = WsiMetadataDicomSchema().dump(
         _dicom_metadata(path.parent.name or "slide"), ImageType.VOLUME, require_icc_profile=True
     )
-    encapsulated = encoder.transfer_syntax.is_encapsulated
-    offsets = OffsetTableType.BASIC if encapsulated else OffsetTableType.NONE
     try:
-        with pyramid:
-            for level, tiles in pyramid.levels():
-                h, w = pyramid.shapes[level]
-                data = _dicom_level_data(encoder, (h, w), tile, pixel_size_m * 1e3 * 2**level)
-                dataset = WsiDataset.create_instance_dataset(
-                    base.copy(), ImageType.VOLUME, data, level
-                ).update_for_transcoding(encoder, 1)
-                dataset = dataset.as_instance(
-                    instance_uid=generate_uid(),
-                    instance_number=level + 1,
-                    frame_count=math.ceil(h / tile) * math.ceil(w / tile),
-                )
-                writer = WsiDicomWriter.open_instance(
-                    UPath(tmp / f"level_{level}.dcm"), encoder.transfer_syntax, offsets, dataset
-                )
-                try:
-                    writer.write_tiles(_encoded(encoder, tiles))
-                    writer.finalize(dataset, encoder)  # also fills in the JPEG compression ratio
-                except BaseException:
-                    writer.close()
-                    raise
+        for level, tiles in levels:
+            _write_dicom_level(tmp / f"level_{level}.dcm", base, encoder, pyramid, level, tiles)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -272,9 +297,30 @@ def write_dicom_wsi(
     return pyramid.info(path)
 
 
-def _encoded(encoder, tiles: Iterator[np.ndarray]) -> Iterator[bytes]:
-    for t in tiles:
-        yield encoder.encode(np.ascontiguousarray(t))
+def write_dicom_wsi(
+    path: str | Path,
+    source: RegionSource | np.ndarray,
+    pixel_size_m: float,
+    shape: tuple[int, int] | None = None,
+    tile: int = 256,
+    compression: str = "zlib",
+    jpeg_quality: int = 90,
+    thumbnail_px: int = 1024,
+    on_strip: Callable[[], None] | None = None,
+) -> SlideInfo:
+    """Write an RGB image as a DICOM WSI: a folder with one instance per pyramid level.
+
+    Arguments as :func:`~deepaf_planner.slide_writer.write_pyramidal_tiff`, except that
+    ``path`` is the folder (see :func:`write_dicom_pyramid`) and ``compression`` maps to a
+    DICOM transfer syntax (see :func:`dicom_encoder`).
+
+    Raises:
+        ValueError: for a bad shape, tile size, pixel size, source array or compression.
+    """
+    return write_from_source(
+        path, source, pixel_size_m, shape, tile, compression, jpeg_quality, thumbnail_px,
+        on_strip, dicom_encoder, write_dicom_pyramid,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -285,12 +331,18 @@ class SlideFormat:
         name: ``tiff``, ``ome-tiff`` or ``dicom``.
         file_name: The slide in the scan folder (a folder for DICOM).
         writer: Writes it from a level-0 region source.
+        encoder: ``encoder(compression, jpeg_quality)``: the tile encoder to build a
+            :class:`TilePyramid` with (each tile exactly as ``writer`` stores it).
+        write_pyramid: ``write_pyramid(path, pyramid, compression, jpeg_quality)``: writes
+            a complete pyramid built with that encoder (copying the encoded tiles).
         readers: What opens it (help texts, README).
     """
 
     name: str
     file_name: str
     writer: SlideWriter
+    encoder: Callable[[str, int], TileEncoder]
+    write_pyramid: PyramidWriter
     readers: str
 
 
@@ -298,11 +350,14 @@ class SlideFormat:
 SLIDE_FORMATS: dict[str, SlideFormat] = {
     f.name: f
     for f in (
-        SlideFormat("tiff", "slide.tiff", write_pyramidal_tiff, "OpenSlide, QuPath, tiffslide"),
-        SlideFormat("ome-tiff", "slide.ome.tiff", write_ome_tiff, "QuPath, Bio-Formats, tiffslide"),
-        SlideFormat("dicom", "slide_dicom", write_dicom_wsi, "wsidicom, OpenSlide >= 4, PACS"),
+        SlideFormat("tiff", "slide.tiff", write_pyramidal_tiff, tiff_encoder, write_tiff_pyramid,
+                    "OpenSlide, QuPath, tiffslide"),
+        SlideFormat("ome-tiff", "slide.ome.tiff", write_ome_tiff, tiff_encoder,
+                    write_ome_tiff_pyramid, "QuPath, Bio-Formats, tiffslide"),
+        SlideFormat("dicom", "slide_dicom", write_dicom_wsi, dicom_encoder, write_dicom_pyramid,
+                    "wsidicom, OpenSlide >= 4, PACS"),
     )
-}
+}  # fmt: skip
 DEFAULT_SLIDE_FORMAT = "tiff"
 
 

@@ -6,14 +6,16 @@
    match confidence. Matches with a low confidence, a flat overlap (glass) or a shift
    larger than ``max_shift_px`` are rejected. :class:`OverlapRegistrar` does this tile by
    tile while the scan runs, so no tile has to be decoded twice.
-2. **Global solve.** Tile positions minimise the weighted squared disagreement with the
+2. **Position solve.** Tile positions minimise the weighted squared disagreement with the
    accepted pairwise shifts plus a weak prior pulling every tile to its stage position
    (so tiles without matches stay where the stage put them). Matches whose residual is
-   implausibly large are dropped and the solve is repeated.
-3. **Blending.** :class:`Mosaic` renders any rectangle on demand with linear feathering
-   (weights ramp down toward each tile's edges), loading tiles lazily through a small
-   cache, so :func:`stitch_slide` streams hundreds of 4056x3040 tiles straight into the
-   pyramidal TIFF. Areas without tiles (skipped fields) are white glass.
+   implausibly large are dropped and the solve is repeated (:func:`solve_robust`). A scan
+   solves as it goes and freezes each tile once its neighbours are in
+   (:mod:`.stream_solve`); :func:`solve_positions` solves all tiles at once.
+3. **Blending.** :func:`blend` renders any rectangle with linear feathering (weights ramp
+   down toward each tile's edges); :class:`Mosaic` does it for a finished set of tiles,
+   loading them lazily through a small cache, and :mod:`.live_stitch` for the tiles frozen
+   so far during a scan. Areas without tiles (skipped fields) are white glass.
 
 Mosaic pixel coordinates: column = +x, row = +y (the virtual microscope's convention);
 ``flip_x``/``flip_y`` adapt other cameras.
@@ -34,8 +36,6 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from rich.progress import Progress
 
-from .slide_writer import SlideInfo, write_pyramidal_tiff
-
 __all__ = [
     "STITCH_CONFIG",
     "Match",
@@ -44,10 +44,17 @@ __all__ = [
     "StitchConfig",
     "StitchTile",
     "TileCache",
+    "blend",
+    "bounds_px",
+    "feather_ramps",
     "nominal_positions_px",
+    "planned_overlap_px",
     "register_tiles",
+    "similarity_prior",
     "solve_positions",
-    "stitch_slide",
+    "solve_robust",
+    "solve_weighted",
+    "stage_to_px",
 ]
 
 ImageLike = np.ndarray | str | Path | Callable[[], np.ndarray]
@@ -93,6 +100,8 @@ class StitchConfig:
         flip_x: Mosaic columns run along -x.
         flip_y: Mosaic rows run along -y.
         cache_bytes: Decoded tiles kept in memory while rendering.
+        freeze_ring: During a scan a tile's position is final once every field within this
+            many grid steps of it (8-connected) has been visited (:mod:`.stream_solve`).
     """
 
     downsample: int = 1
@@ -106,6 +115,7 @@ class StitchConfig:
     flip_x: bool = False
     flip_y: bool = False
     cache_bytes: int = 1536 << 20
+    freeze_ring: int = 2
 
 
 #: A scan's settings: image columns run along +x and rows along +y in the virtual
@@ -191,13 +201,18 @@ def nominal_positions_px(
     Raises:
         ValueError: for a non-positive pixel size.
     """
-    return _to_px([(t.x_m, t.y_m) for t in tiles], pixel_size_m, tile_shape, config)
+    return stage_to_px([(t.x_m, t.y_m) for t in tiles], pixel_size_m, tile_shape, config)
 
 
-def _to_px(
+def stage_to_px(
     xy_m: Sequence[tuple[float, float]], pixel_size_m: float, tile_shape: tuple[int, int],
     config: StitchConfig,
 ) -> np.ndarray:  # fmt: skip
+    """(N, 2) top-left (row, col) pixels of tiles centred at stage points ``xy_m`` (m).
+
+    Raises:
+        ValueError: for a non-positive pixel size.
+    """
     if not pixel_size_m > 0:
         raise ValueError(f"pixel size must be positive, got {pixel_size_m}")
     sx = -1.0 if config.flip_x else 1.0
@@ -272,7 +287,7 @@ class OverlapRegistrar:
             ValueError: for a non-positive pixel size.
         """
         fields = list(fields)
-        px = _to_px([(f.x, f.y) for f in fields], pixel_size_m, tile_shape, config)
+        px = stage_to_px([(f.x, f.y) for f in fields], pixel_size_m, tile_shape, config)
         return cls({(f.row, f.col): p for f, p in zip(fields, px, strict=True)}, tile_shape, config)
 
     def add(self, index: int, row: int, col: int, image: np.ndarray) -> list[Match]:
@@ -376,7 +391,8 @@ def solve_positions(
     nominal_px: np.ndarray, indices: Sequence[int], matches: Sequence[Match],
     config: StitchConfig = StitchConfig(),
 ) -> tuple[np.ndarray, list[Match]]:  # fmt: skip
-    """Least-squares tile positions from accepted matches and the stage-position prior.
+    """Least-squares tile positions from accepted matches and the stage-position prior, all
+    tiles at once (the scan freezes them as it goes instead: :mod:`.stream_solve`).
 
     1. Solve with the stage positions as the prior; drop the match with the worst residual
        (above ``residual_px``) and solve again, until every residual is within it.
@@ -396,31 +412,58 @@ def solve_positions(
         check marked as rejected ("inconsistent").
     """
     pos = {idx: i for i, idx in enumerate(indices)}
-    matches = list(matches)
     nominal = nominal_px.astype(float)
-    out = _solve(nominal, pos, matches, config)
-    while True:
-        worst, worst_r = -1, config.residual_px
-        for k, m in enumerate(matches):
-            if m.accepted:
-                r = out[pos[m.b]] - out[pos[m.a]] - np.array([m.dy, m.dx])
-                if math.hypot(*r) > worst_r:
-                    worst, worst_r = k, math.hypot(*r)
-        if worst < 0:
-            break
-        m = matches[worst]
-        matches[worst] = Match(m.a, m.b, m.dy, m.dx, m.confidence, False, "inconsistent")
-        out = _solve(nominal, pos, matches, config)
-    prior = _similarity_prior(nominal, out, pos, matches)
+    out, matches = solve_robust(nominal, pos, matches, config)
+    prior = similarity_prior(nominal, out, pos, matches)
     if prior is not None:
-        out = _solve(prior, pos, matches, config)
+        out = solve_weighted(prior, pos, matches, config)
     return out, matches
 
 
-def _solve(
-    prior: np.ndarray, pos: Mapping[int, int], matches: Sequence[Match], config: StitchConfig
-) -> np.ndarray:
-    """One weighted sparse least-squares solve: accepted matches plus a weak prior."""
+def solve_robust(
+    prior: np.ndarray, pos: Mapping[int, int], matches: Sequence[Match], config: StitchConfig,
+    fixed: Mapping[int, np.ndarray] | None = None,
+) -> tuple[np.ndarray, list[Match]]:  # fmt: skip
+    """:func:`solve_weighted`, dropping the accepted match with the worst residual (above
+    ``residual_px``, among those touching a free tile) until every residual is within it.
+
+    Returns:
+        The positions of the free tiles (rows of ``prior``) and the matches, those dropped
+        marked rejected ("inconsistent").
+    """
+    fixed = fixed or {}
+    matches = list(matches)
+    out = solve_weighted(prior, pos, matches, config, fixed)
+    while True:
+        worst, worst_r = -1, config.residual_px
+        for k, m in enumerate(matches):
+            if not m.accepted or (m.a not in pos and m.b not in pos):
+                continue
+            pa = out[pos[m.a]] if m.a in pos else fixed.get(m.a)
+            pb = out[pos[m.b]] if m.b in pos else fixed.get(m.b)
+            if pa is None or pb is None:
+                continue
+            r = math.hypot(*(pb - pa - np.array([m.dy, m.dx])))
+            if r > worst_r:
+                worst, worst_r = k, r
+        if worst < 0:
+            return out, matches
+        m = matches[worst]
+        matches[worst] = Match(m.a, m.b, m.dy, m.dx, m.confidence, False, "inconsistent")
+        out = solve_weighted(prior, pos, matches, config, fixed)
+
+
+def solve_weighted(
+    prior: np.ndarray, pos: Mapping[int, int], matches: Sequence[Match], config: StitchConfig,
+    fixed: Mapping[int, np.ndarray] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """One weighted sparse least-squares solve: accepted matches plus a weak prior.
+
+    ``pos`` maps each free tile's index to its row in ``prior``; ``fixed`` holds the
+    positions of tiles already placed for good (a match to one is a constraint on the
+    other); matches to tiles in neither are ignored.
+    """
+    fixed = fixed or {}
     n = len(prior)
     wp = 1.0 / config.prior_sigma_px**2
     rows, cols, vals = list(range(n)), list(range(n)), [wp] * n
@@ -428,13 +471,25 @@ def _solve(
     for m in matches:
         if not m.accepted:
             continue
-        i, j = pos[m.a], pos[m.b]
+        i, j = pos.get(m.a), pos.get(m.b)
+        d = np.array([m.dy, m.dx])
         wm = max(m.confidence, 1e-3) / config.match_sigma_px**2
-        rows += [i, j, i, j]
-        cols += [i, j, j, i]
-        vals += [wm, wm, -wm, -wm]
-        rhs[i] -= wm * np.array([m.dy, m.dx])
-        rhs[j] += wm * np.array([m.dy, m.dx])
+        if i is not None and j is not None:
+            rows += [i, j, i, j]
+            cols += [i, j, j, i]
+            vals += [wm, wm, -wm, -wm]
+            rhs[i] -= wm * d
+            rhs[j] += wm * d
+        elif i is not None and m.b in fixed:  # b = a + d, b fixed
+            rows.append(i)
+            cols.append(i)
+            vals.append(wm)
+            rhs[i] += wm * (fixed[m.b] - d)
+        elif j is not None and m.a in fixed:
+            rows.append(j)
+            cols.append(j)
+            vals.append(wm)
+            rhs[j] += wm * (fixed[m.a] + d)
     solve = spla.factorized(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)))
     return np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
 
@@ -449,7 +504,7 @@ _MIN_PLACED = 16
 _MIN_LEVER = 0.5
 
 
-def _similarity_prior(
+def similarity_prior(
     nominal: np.ndarray, solved: np.ndarray, pos: Mapping[int, int], matches: Sequence[Match]
 ) -> np.ndarray | None:
     """Stage positions mapped by the similarity transform that best takes them to the
@@ -517,7 +572,7 @@ class Mosaic:
         self._corners = corners - lo
         self.shape = (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
         self._cache = TileCache(self.tiles, self.cache_bytes)
-        self._wy, self._wx = _ramp(h, self.feather_px), _ramp(w, self.feather_px)
+        self._wy, self._wx = feather_ramps((h, w), self.feather_px)
 
     @property
     def tile_corners_px(self) -> np.ndarray:
@@ -526,96 +581,79 @@ class Mosaic:
 
     def render(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         """Blend the region ``[y0, y0+h) x [x0, x0+w)`` of the mosaic (uint8 RGB)."""
-        th, tw = self.tile_shape
-        acc = np.zeros((h, w, 3), np.float32)
-        wsum = np.zeros((h, w), np.float32)
-        tmp = np.empty((min(h, th), min(w, tw), 3), np.float32)
-        for k, (ty, tx) in enumerate(self._corners):
-            r0, r1 = max(y0, ty), min(y0 + h, ty + th)
-            c0, c1 = max(x0, tx), min(x0 + w, tx + tw)
-            if r0 >= r1 or c0 >= c1:
-                continue
-            img = self._cache.get(self.tiles[k].index)
-            wt = self._wy[r0 - ty : r1 - ty, None] * self._wx[None, c0 - tx : c1 - tx]
-            part = tmp[: r1 - r0, : c1 - c0]
-            np.multiply(img[r0 - ty : r1 - ty, c0 - tx : c1 - tx], wt[..., None], out=part)
-            acc[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += part
-            wsum[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += wt
-        empty = wsum == 0
-        wsum[empty] = 1.0
-        acc[empty] = 255.0  # no tile: white glass
-        acc /= wsum[..., None]
-        acc += 0.5  # round; a weighted mean of uint8 values stays <= 255.5
-        return acc.astype(np.uint8)
+        return blend(
+            (y0, x0, h, w), self._corners, self.tile_shape, (self._wy, self._wx),
+            lambda k: self._cache.get(self.tiles[k].index),
+        )  # fmt: skip
 
 
-def stitch_slide(
-    tiles: Sequence[StitchTile],
-    pixel_size_m: float,
-    out_path: str | Path,
-    tile_shape: tuple[int, int] | None = None,
-    covered_min_xy: tuple[float, float] | None = None,
-    covered_max_xy: tuple[float, float] | None = None,
-    config: StitchConfig = StitchConfig(),
-    show_progress: bool = False,
-    tiff_tile: int = 256,
-    matches: Sequence[Match] | None = None,
-    compression: str = "zlib",
-    writer: Callable[..., SlideInfo] = write_pyramidal_tiff,
-) -> tuple[SlideInfo, Mosaic, list[Match]]:
-    """Register, blend and write the tiles as a pyramidal tiled TIFF.
+def feather_ramps(tile_shape: tuple[int, int], feather_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """The blending weights along a tile's rows and columns (linear ramps at the edges)."""
+    return _ramp(tile_shape[0], feather_px), _ramp(tile_shape[1], feather_px)
+
+
+def blend(
+    region: tuple[int, int, int, int], corners: np.ndarray, tile_shape: tuple[int, int],
+    ramps: tuple[np.ndarray, np.ndarray], image: Callable[[int], np.ndarray],
+) -> np.ndarray:  # fmt: skip
+    """Feather-blend the tiles over ``region`` = (y0, x0, h, w) of the mosaic (uint8 RGB).
 
     Args:
-        tiles: Captured tiles (skipped fields are simply absent: they render white).
-        pixel_size_m: Level-0 pixel size (m).
-        out_path: The TIFF to write (``slide.tiff``).
-        tile_shape: (height, width) of the tiles; ``None`` reads the first tile.
-        covered_min_xy: Lower stage corner (m) of the area to include, e.g. the scan
-            grid's ``covered_min_xy``; ``None``: the tiles' extent.
-        covered_max_xy: Upper stage corner (m).
-        config: Registration and blending settings.
-        show_progress: Show rich progress bars.
-        tiff_tile: TIFF tile side.
-        compression: TIFF compression (see :func:`write_pyramidal_tiff`).
-        writer: The slide format's writer (``SLIDE_FORMATS[name].writer`` of
-            :mod:`.slide_formats`; default the pyramidal TIFF).
-        matches: Registrations made during the scan (:class:`OverlapRegistrar`); ``None``
-            registers the tiles here (one extra read of every tile).
+        region: The rectangle, in mosaic pixels.
+        corners: (N, 2) integer top-left corners of the tiles in mosaic pixels.
+        tile_shape: (height, width) of every tile.
+        ramps: :func:`feather_ramps`.
+        image: The RGB image of tile ``k`` (the row of ``corners``), read only if it overlaps.
 
-    Returns:
-        The written slide's info, the mosaic (to render other views) and the matches.
-
-    Raises:
-        ValueError: for no tiles, duplicate indices or a bad pixel size.
+    Areas no tile covers are white (glass).
     """
-    if not tiles:
-        raise ValueError("no tiles to stitch: every field was skipped or none was captured")
-    if len({t.index for t in tiles}) != len(tiles):
-        raise ValueError("tile indices must be unique")
-    if tile_shape is None:
-        tile_shape = tuple(_load(tiles[0].image).shape[:2])
-    nominal = nominal_positions_px(tiles, pixel_size_m, tile_shape, config)
-    bounds = None
-    if covered_min_xy is not None and covered_max_xy is not None:
-        sx = -1.0 if config.flip_x else 1.0
-        sy = -1.0 if config.flip_y else 1.0
-        ys = sorted(sy * v / pixel_size_m for v in (covered_min_xy[1], covered_max_xy[1]))
-        xs = sorted(sx * v / pixel_size_m for v in (covered_min_xy[0], covered_max_xy[0]))
-        bounds = ((ys[0], xs[0]), (ys[1], xs[1]))
-    with Progress(disable=not show_progress, transient=True) as progress:
-        if matches is None:
-            matches = register_tiles(tiles, nominal, tile_shape, config, progress)
-        positions, matches = solve_positions(nominal, [t.index for t in tiles], matches, config)
-        feather = config.feather_px
-        if feather is None:
-            ov = [min(tile_shape[0] - abs(m.dy), tile_shape[1] - abs(m.dx)) for m in matches]
-            ov = [v for v in ov if v > 0]
-            feather = int(min(ov)) if ov else max(1, min(tile_shape) // 10)
-        mosaic = Mosaic(tiles, positions, tile_shape, feather, bounds, config.cache_bytes)
-        n_strips = -(-mosaic.shape[0] // tiff_tile)
-        task = progress.add_task("writing slide", total=n_strips)
-        info = writer(
-            out_path, mosaic.render, pixel_size_m, mosaic.shape, tile=tiff_tile,
-            compression=compression, on_strip=lambda: progress.advance(task),
-        )  # fmt: skip
-    return info, mosaic, matches
+    y0, x0, h, w = region
+    th, tw = tile_shape
+    wy_all, wx_all = ramps
+    acc = np.zeros((h, w, 3), np.float32)
+    wsum = np.zeros((h, w), np.float32)
+    tmp = np.empty((min(h, th), min(w, tw), 3), np.float32)
+    for k, (ty, tx) in enumerate(corners):
+        r0, r1 = max(y0, ty), min(y0 + h, ty + th)
+        c0, c1 = max(x0, tx), min(x0 + w, tx + tw)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        img = image(k)
+        wt = wy_all[r0 - ty : r1 - ty, None] * wx_all[None, c0 - tx : c1 - tx]
+        part = tmp[: r1 - r0, : c1 - c0]
+        np.multiply(img[r0 - ty : r1 - ty, c0 - tx : c1 - tx], wt[..., None], out=part)
+        acc[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += part
+        wsum[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += wt
+    empty = wsum == 0
+    wsum[empty] = 1.0
+    acc[empty] = 255.0  # no tile: white glass
+    acc /= wsum[..., None]
+    acc += 0.5  # round; a weighted mean of uint8 values stays <= 255.5
+    return acc.astype(np.uint8)
+
+
+def bounds_px(
+    covered_min_xy: tuple[float, float], covered_max_xy: tuple[float, float],
+    pixel_size_m: float, config: StitchConfig,
+) -> tuple[tuple[float, float], tuple[float, float]]:  # fmt: skip
+    """((row0, col0), (row1, col1)) in level-0 pixels of a stage rectangle (m)."""
+    sx = -1.0 if config.flip_x else 1.0
+    sy = -1.0 if config.flip_y else 1.0
+    ys = sorted(sy * v / pixel_size_m for v in (covered_min_xy[1], covered_max_xy[1]))
+    xs = sorted(sx * v / pixel_size_m for v in (covered_min_xy[0], covered_max_xy[0]))
+    return (ys[0], xs[0]), (ys[1], xs[1])
+
+
+def planned_overlap_px(
+    nominal_px: Mapping[tuple[int, int], Sequence[float]], tile_shape: tuple[int, int]
+) -> int:
+    """Narrowest overlap (pixels) between grid neighbours at their stage positions: the
+    default feather width (a tenth of the tile without neighbours)."""
+    widths = []
+    for (r, c), p in nominal_px.items():
+        for nb in ((r, c + 1), (r + 1, c)):
+            if nb in nominal_px:
+                d = np.abs(np.asarray(nominal_px[nb], float) - np.asarray(p, float))
+                widths.append(min(tile_shape[0] - d[0], tile_shape[1] - d[1]))
+    widths = [w for w in widths if w > 0]
+    return int(min(widths)) if widths else max(1, min(tile_shape) // 10)

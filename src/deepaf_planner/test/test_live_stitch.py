@@ -1,52 +1,159 @@
-"""Registration during the scan: same matches as at the end, and a failure that only hands
-the work back to the stitching step."""
+"""Stitching during the scan: tiles frozen as their neighbourhood completes, the slide blended
+and encoded before the last tile, the same slide as a replay from disk, and a failure that
+only hands the work back to the end of the scan."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
-from deepaf_planner.live_stitch import LiveRegistration
-from deepaf_planner.stitching import StitchTile, nominal_positions_px, register_tiles
+import pytest
+import tifffile
+from deepaf_planner.live_stitch import LiveStitcher, SlideStream, stitch_scan
+from deepaf_planner.slide_formats import slide_format
+from deepaf_planner.stitching import (
+    STITCH_CONFIG,
+    Mosaic,
+    StitchTile,
+    nominal_positions_px,
+    register_tiles,
+    solve_positions,
+)
+from deepaf_planner.stream_solve import StreamingSolver
+from skimage import data
 
 PX = 1e-6
 TILE = (200, 240)
+STEP = (170, 200)
+ROWS, COLS = 4, 5
 
 
-def _layout(rng):
-    canvas = (rng.random((700, 900, 3)) * 255).astype(np.uint8)
-    fields, tiles = [], []
-    for i, (r, c) in enumerate([(0, 0), (0, 1), (0, 2), (1, 2), (1, 1), (1, 0)]):  # serpentine
-        ny, nx = 50 + r * 170, 50 + c * 200
-        ty, tx = ny + int(rng.integers(-4, 5)), nx + int(rng.integers(-4, 5))
+@pytest.fixture(scope="module")
+def canvas() -> np.ndarray:
+    ihc = data.immunohistochemistry()
+    return cv2.resize(ihc, (1400, 1400), interpolation=cv2.INTER_CUBIC)
+
+
+def _layout(canvas, skip=(), seed=3):
+    """A serpentine scan: planned fields (scan order) and the captured tiles with truth."""
+    rng = np.random.default_rng(seed)
+    fields, tiles, truth = [], [], {}
+    order = [
+        (r, c) for r in range(ROWS) for c in (range(COLS) if r % 2 == 0 else reversed(range(COLS)))
+    ]
+    for i, (r, c) in enumerate(order):
+        ny, nx = 60 + r * STEP[0], 60 + c * STEP[1]
         x, y = (nx + TILE[1] / 2) * PX, (ny + TILE[0] / 2) * PX
         fields.append(SimpleNamespace(index=i, row=r, col=c, x=x, y=y))
-        img = canvas[ty : ty + TILE[0], tx : tx + TILE[1]].copy()
-        tiles.append(StitchTile(i, r, c, x, y, img))
-    return fields, tiles
+        ty, tx = ny + int(rng.integers(-5, 6)), nx + int(rng.integers(-5, 6))
+        if i in skip:
+            continue
+        truth[i] = (ty, tx)
+        tiles.append(StitchTile(i, r, c, x, y, canvas[ty : ty + TILE[0], tx : tx + TILE[1]].copy()))
+    return fields, tiles, truth
 
 
-def test_live_matches_equal_registration_at_the_end():
-    fields, tiles = _layout(np.random.default_rng(3))
-    live = LiveRegistration(fields, PX)
+def test_streamed_positions_freeze_as_neighbourhoods_complete_and_match_the_global_solve(canvas):
+    _, tiles, truth = _layout(canvas)
+    nominal = nominal_positions_px(tiles, PX, TILE)
+    matches = register_tiles(tiles, nominal, TILE)
+    idx = [t.index for t in tiles]
+    glob, _ = solve_positions(nominal, idx, matches)
+    solver = StreamingSolver(
+        idx, {t.index: (t.row, t.col) for t in tiles}, dict(zip(idx, nominal, strict=True)),
+        dataclasses.replace(STITCH_CONFIG, freeze_ring=1),
+    )  # fmt: skip
+    frozen_at = {}
     for t in tiles:
-        live.add(t.index, t.row, t.col, t.image)
-    got = live.matches()
-    live.close()
-    want = register_tiles(tiles, nominal_positions_px(tiles, PX, TILE), TILE)
-    assert len(got) == len(want) == 7 and all(m.accepted for m in got)
-    for a, b in zip(got, want, strict=True):
-        assert (a.a, a.b) == (b.a, b.b)
-        np.testing.assert_allclose((a.dy, a.dx), (b.dy, b.dx), atol=1e-6)
-    assert live.tiles == 6 and live.seconds > 0 and not live.error
+        for i in solver.add(t.index, [m for m in matches if max(m.a, m.b) == t.index]):
+            frozen_at[i] = t.index
+    last = solver.visit_all()
+    assert len(last) < len(tiles) // 2  # most froze during the scan
+    assert frozen_at[0] == 9  # field 0 (row 0, col 0) waits for (1, 0) and (1, 1): 9 and 8
+    with pytest.raises(ValueError, match="comes after"):
+        solver.add(3)
+    pos = solver.positions(idx)
+    true = np.array([truth[i] for i in idx], float)
+    for est in (pos, glob):
+        err = (est - est.mean(axis=0)) - (true - true.mean(axis=0))
+        assert np.abs(err).max() <= 1.0
+    assert np.abs((pos - pos.mean(axis=0)) - (glob - glob.mean(axis=0))).max() <= 0.5
 
 
-def test_a_tile_of_another_shape_stops_live_registration_not_the_scan():
-    fields, tiles = _layout(np.random.default_rng(4))
-    live = LiveRegistration(fields, PX)
-    live.add(0, 0, 0, tiles[0].image)
-    live.add(1, 0, 1, tiles[1].image[:-10])
-    live.add(2, 0, 2, tiles[2].image)  # ignored after the failure
-    assert live.matches() is None
-    assert "tile 1" in live.error and "(190, 240)" in live.error
+def test_the_slide_is_blended_during_the_scan_and_equals_the_mosaic(canvas, tmp_path: Path):
+    fields, tiles, _ = _layout(canvas, skip={7})
+    fmt = slide_format("tiff")
+    config = dataclasses.replace(STITCH_CONFIG, freeze_ring=1)
+    stream = SlideStream(fields, PX, TILE, tmp_path / "slide.tiff", fmt, config=config, tile=64)
+    left = []
+    for t in tiles:
+        left.append(stream._pyramid.missing / int(np.prod(stream._grid)))
+        stream.add(t.index, t.row, t.col, t.image)
+    print("share of the slide left before each tile", np.round(left, 2))
+    before_last = left[-1]
+    result = stream.finish()
+    stream.close()
+    assert before_last < 0.35  # most of the slide was blended and encoded before the last tile
+    assert result.late_tiles == 0 and result.stream_s > 0
+    pos = np.array([result.positions_px[t.index] for t in tiles])
+    mosaic = Mosaic(tiles, pos, TILE, result.feather_px, result.bounds_px)
+    level0 = tifffile.imread(result.info.path, level=0)
+    ref = mosaic.render(0, 0, *mosaic.shape)
+    assert level0.shape == ref.shape
+    # JPEG: the same pixels up to compression
+    assert np.abs(level0.astype(int) - ref.astype(int)).mean() < 3.0
+    assert not list(tmp_path.glob(".pyramid*"))  # scratch removed
+
+
+def test_live_stitcher_equals_a_replay_from_disk_and_falls_back_after_a_failure(
+    canvas, tmp_path: Path
+):
+    fields, tiles, _ = _layout(canvas, skip={4})
+    on_disk = []
+    for t in tiles:
+        p = tmp_path / f"tile_{t.index}.png"
+        cv2.imwrite(str(p), cv2.cvtColor(t.image, cv2.COLOR_RGB2BGR))
+        on_disk.append(dataclasses.replace(t, image=p))
+    live = LiveStitcher(fields, PX, tmp_path / "live" / "slide.tiff")
+    (tmp_path / "live").mkdir()
+    for t in on_disk:
+        live.add(t.index, t.row, t.col, cv2.imread(str(t.image))[..., ::-1].copy(), t.image)
+    got = stitch_scan(fields, on_disk, PX, tmp_path / "live" / "slide.tiff", live=live)
     live.close()
+    assert live.tiles == len(tiles) and not live.error
+    (tmp_path / "disk").mkdir()
+    ref = stitch_scan(fields, on_disk, PX, tmp_path / "disk" / "slide.tiff")
+    np.testing.assert_array_equal(
+        tifffile.imread(got.info.path, level=0), tifffile.imread(ref.info.path, level=0)
+    )
+    # a tile of another shape stops the stream, not the scan: the end replays from disk
+    broken = LiveStitcher(fields, PX, tmp_path / "disk" / "slide.tiff")
+    broken.add(0, 0, 0, tiles[0].image)
+    broken.add(1, 0, 1, tiles[1].image[:-10])
+    broken.add(2, 0, 2, tiles[2].image)  # ignored after the failure
+    assert broken.finish() is None
+    assert "tile 1" in broken.error and "(190, 240, 3)" in broken.error
+    again = stitch_scan(fields, on_disk, PX, tmp_path / "disk" / "slide.tiff", live=broken)
+    broken.close()
+    np.testing.assert_array_equal(
+        tifffile.imread(again.info.path, level=0), tifffile.imread(ref.info.path, level=0)
+    )
+
+
+def test_stream_bad_input(canvas, tmp_path: Path):
+    fields, tiles, _ = _layout(canvas)
+    fmt = slide_format("tiff")
+    with pytest.raises(ValueError, match="no fields"):
+        SlideStream([], PX, TILE, tmp_path / "s.tiff", fmt)
+    stream = SlideStream(fields, PX, TILE, tmp_path / "s.tiff", fmt)
+    with pytest.raises(ValueError, match="no tiles"):
+        stream.finish()
+    with pytest.raises(ValueError, match="not uint8"):
+        stream.add(0, 0, 0, tiles[0].image.astype(np.float32))
+    stream.add(0, 0, 0, tiles[0].image)
+    with pytest.raises(ValueError, match="comes after"):
+        stream.add(0, 0, 0, tiles[0].image)
+    stream.close()

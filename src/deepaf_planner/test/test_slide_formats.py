@@ -1,5 +1,6 @@
-"""Every slide format, written from a streamed region source and read back by independent
-readers: tifffile and tiffslide (OME-TIFF), wsidicom, pydicom and OpenSlide 4 (DICOM WSI)."""
+"""Every slide format, written from a streamed region source or a tile pyramid and read back
+by independent readers: tifffile and tiffslide (TIFF, OME-TIFF), wsidicom, pydicom and
+OpenSlide 4 (DICOM WSI)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import pytest
 import yaml
 from deepaf_planner.slide_formats import (
     SLIDE_FORMATS,
+    dicom_encoder,
     slide_format,
     write_dicom_wsi,
     write_ome_tiff,
 )
-from deepaf_planner.slide_writer import downsample2
+from deepaf_planner.slide_writer import TilePyramid, downsample2, tiff_options
 
 openslide = pytest.importorskip("openslide")
 tifffile = pytest.importorskip("tifffile")
@@ -193,3 +195,111 @@ def test_bad_input_fails_before_writing(tmp_path: Path, image, name: str) -> Non
     if name == "dicom":
         with pytest.raises(ValueError, match="compression 'lzw'"):
             writer(out, image, PX, compression="lzw")
+
+
+def _reference(img: np.ndarray) -> list[np.ndarray]:
+    """Every level as the writers made them before tile pyramids: whole-level halvings."""
+    levels = [img]
+    for _ in LEVELS[1:]:
+        levels.append(downsample2(levels[-1]))
+    return levels
+
+
+def _padded_tiles(level: np.ndarray):
+    """A level's tiles in row-major order, edge tiles padded white (as the writers store them)."""
+    h, w = level.shape[:2]
+    for y0 in range(0, h, TILE):
+        for x0 in range(0, w, TILE):
+            t = np.full((TILE, TILE, 3), 255, np.uint8)
+            part = level[y0 : y0 + TILE, x0 : x0 + TILE]
+            t[: part.shape[0], : part.shape[1]] = part
+            yield t
+
+
+def _tile_pyramid(image: np.ndarray, encode, scratch: Path) -> TilePyramid:
+    """A pyramid of ``image`` whose level-0 tiles came in shuffled (as a scan finishes them)."""
+    p = TilePyramid(SHAPE, PX, TILE, encode, scratch)
+    rows, cols = p.grid(0)
+    order = [(r, c) for r in range(rows) for c in range(cols)]
+    np.random.default_rng(7).shuffle(order)
+    for ty, tx in order:
+        p.put(ty, tx, image[ty * TILE : (ty + 1) * TILE, tx * TILE : (tx + 1) * TILE])
+    return p
+
+
+def _tiff_raw_tiles(path: Path) -> list[list[bytes]]:
+    """The stored bytes of every tile of every level (main IFDs, or OME SubIFDs)."""
+    with tifffile.TiffFile(path) as tif:
+        pages = [lv.keyframe for lv in tif.series[0].levels] if tif.is_ome else list(tif.pages)
+        out = []
+        for page in pages:
+            tiles = []
+            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+                tif.filehandle.seek(offset)
+                tiles.append(tif.filehandle.read(count))
+            out.append(tiles)
+        return out
+
+
+def _tifffile_encoded(levels: list[np.ndarray], compression: str, path: Path) -> list[list[bytes]]:
+    """Each level's tiles as tifffile encodes them itself from pixels (the writers before)."""
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for level in levels:
+            tif.write(
+                _padded_tiles(level), shape=level.shape, **tiff_options(TILE, compression, 90)
+            )
+    return _tiff_raw_tiles(path)
+
+
+def _check_tiff(path: Path, ref: list[np.ndarray], compression: str, tmp: Path) -> None:
+    assert _tiff_raw_tiles(path) == _tifffile_encoded(ref, compression, tmp / "own.tiff")
+    with tiffslide.TiffSlide(path) as s:
+        assert s.level_dimensions == tuple((w, h) for h, w in LEVELS)
+        assert float(s.properties["tiffslide.mpp-x"]) == pytest.approx(0.5)
+        assert float(s.properties["tiffslide.mpp-y"]) == pytest.approx(0.5)
+        for k, (h, w) in enumerate(LEVELS):
+            got = np.asarray(s.read_region((0, 0), k, (w, h), as_array=True))
+            _close(got, ref[k], lossy=compression == "jpeg")
+
+
+def _check_dicom(folder: Path, ref: list[np.ndarray], compression: str, tmp: Path) -> None:
+    encode = dicom_encoder(compression, 90)
+    for k, level in enumerate(ref):
+        ds = pydicom.dcmread(folder / f"level_{k}.dcm")
+        frames = list(
+            pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames)
+        )
+        want = [encode(t) for t in _padded_tiles(level)]  # what write_dicom_wsi stored before
+        assert len(frames) == len(want)
+        for got, w in zip(frames, want, strict=True):
+            assert got[: len(w)] == w and len(got) - len(w) <= 1  # items pad to even length
+    with wsidicom.WsiDicom.open(folder) as wsi:
+        assert [(lv.size.height, lv.size.width) for lv in wsi.levels] == LEVELS
+        assert wsi.mpp.width == pytest.approx(0.5) and wsi.mpp.height == pytest.approx(0.5)
+        for k, (h, w) in enumerate(LEVELS):
+            got = np.asarray(wsi.read_region((0, 0), k, (w, h)).convert("RGB"))
+            _close(got, ref[k], lossy=compression == "jpeg")
+
+
+@pytest.mark.parametrize("compression", ["zlib", "jpeg"])
+@pytest.mark.parametrize("name", list(SLIDE_FORMATS))
+def test_write_pyramid_copies_a_tile_pyramid(tmp_path: Path, image, name, compression) -> None:
+    fmt, scan = SLIDE_FORMATS[name], tmp_path / "scan"
+    scan.mkdir()
+    with _tile_pyramid(image, fmt.encoder(compression, 90), scan) as pyramid:
+        info = fmt.write_pyramid(scan / fmt.file_name, pyramid, compression, 90)
+    assert info.path == scan / fmt.file_name and info.level_shapes == LEVELS
+    assert info.pixel_size_m == PX and info.thumbnail.shape == (265, 350, 3)
+    assert [p.name for p in scan.iterdir()] == [fmt.file_name]  # no spill or temporary file
+    check = _check_dicom if name == "dicom" else _check_tiff
+    check(info.path, _reference(image), compression, tmp_path)
+
+
+@pytest.mark.parametrize("name", list(SLIDE_FORMATS))
+def test_write_pyramid_needs_a_complete_pyramid(tmp_path: Path, image, name) -> None:
+    fmt = SLIDE_FORMATS[name]
+    with TilePyramid(SHAPE, PX, TILE, fmt.encoder("zlib", 90), tmp_path) as pyramid:
+        pyramid.put(0, 0, image[:TILE, :TILE])
+        with pytest.raises(RuntimeError, match="missing"):
+            fmt.write_pyramid(tmp_path / "out" / fmt.file_name, pyramid, "zlib", 90)
+    assert not list(tmp_path.iterdir())

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from deepaf_planner.live_stitch import stitch_slide
 from deepaf_planner.scan_path import plan_grid
 from deepaf_planner.stitching import (
     Match,
@@ -18,7 +19,6 @@ from deepaf_planner.stitching import (
     nominal_positions_px,
     register_tiles,
     solve_positions,
-    stitch_slide,
 )
 from skimage import data
 
@@ -137,11 +137,13 @@ def test_stitch_slide_writes_an_openslide_slide(tmp_path: Path, canvas) -> None:
     tiles, _ = make_tiles(canvas, skip={8})
     grid_min = (ORIGIN * PX, ORIGIN * PX)  # include the skipped corner field as glass
     grid_max = ((ORIGIN + 2 * STEP[1] + TILE[1]) * PX, (ORIGIN + 2 * STEP[0] + TILE[0]) * PX)
-    info, mosaic, matches = stitch_slide(
+    result, mosaic = stitch_slide(
         tiles, PX, tmp_path / "slide.tiff", covered_min_xy=grid_min, covered_max_xy=grid_max,
-        config=StitchConfig(), show_progress=True,
+        config=StitchConfig(),
     )  # fmt: skip
-    assert sum(m.accepted for m in matches) == 10
+    info = result.info
+    assert sum(m.accepted for m in result.matches) == 10
+    assert result.late_tiles == 0
     assert mosaic.shape == (2 * STEP[0] + TILE[0], 2 * STEP[1] + TILE[1])
     with openslide.OpenSlide(info.path) as s:
         assert s.dimensions == (mosaic.shape[1], mosaic.shape[0])
@@ -205,8 +207,8 @@ def test_virtual_microscope_tiles_stitch_and_sharpness(tmp_path: Path) -> None:
             img = scope.render_patch(tx, ty, scope.best_focus_z(tx, ty), (w, h))
             tiles.append(StitchTile(r * 3 + c, r, c, nx, ny, img))
             jitter.append((jy, jx))
-    _, mosaic, matches = stitch_slide(tiles, px, tmp_path / "slide.tiff")
-    assert sum(m.accepted for m in matches) >= 5
+    result, mosaic = stitch_slide(tiles, px, tmp_path / "slide.tiff")
+    assert sum(m.accepted for m in result.matches) >= 5
     nominal = nominal_positions_px(tiles, px, (h, w))
     found = mosaic.tile_corners_px - (nominal - nominal.min(axis=0))
     assert np.abs(_relative(found) - _relative(np.array(jitter, float))).max() <= 1.0
