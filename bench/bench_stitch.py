@@ -376,8 +376,8 @@ def _grey(path: Path) -> np.ndarray:
 def _run_deepaf(d: Path, man: dict, nominal_rc: np.ndarray, out: dict) -> np.ndarray:
     from types import SimpleNamespace
 
-    from deepaf_planner.live_stitch import SlideStream
     from deepaf_planner.slide_formats import slide_format
+    from deepaf_planner.slide_stream import SlideStream
     from deepaf_planner.stitching import (
         StitchTile,
         nominal_positions_px,

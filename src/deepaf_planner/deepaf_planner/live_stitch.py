@@ -141,6 +141,9 @@ class LiveStitcher:
             self._stream.add(index, row, col, image, path)
         except Exception as exc:  # reported; stitch_scan starts over from disk at the end
             self.error = f"live stitching stopped at tile {index}: {exc}"
+            if self._stream is not None:  # free its cache and scratch before the replay
+                self._stream.close()
+                self._stream = None
         self.tiles += 1
 
 

@@ -18,7 +18,7 @@ from deepaf_planner.live_stitch import LiveStitcher, stitch_scan
 from deepaf_planner.report import ScanReport, TileRecord
 from deepaf_planner.scan_path import plan_grid
 from deepaf_planner.scanner import ScanRequest
-from deepaf_planner.slide_formats import DEFAULT_SLIDE_FORMAT, slide_format
+from deepaf_planner.slide_formats import slide_format
 from deepaf_planner.slide_writer import write_focus_map, write_thumbnail
 from deepaf_planner.stitching import StitchTile
 
@@ -35,6 +35,7 @@ def make_report(
     complete: bool,
     message: str = "",
     stitch_s: float = math.nan,
+    late_tiles: int = 0,
 ) -> ScanReport:
     """The report of a scan (complete or not)."""
     n_planned = len(
@@ -50,6 +51,7 @@ def make_report(
         complete=complete,
         message=message,
         stitch_seconds=stitch_s,
+        stitch_late_tiles=late_tiles,
     )
 
 
@@ -69,27 +71,27 @@ def finish_scan(
     sim_s: float,
     wall_s: float,
     live: LiveStitcher | None = None,
-    slide_format_name: str = DEFAULT_SLIDE_FORMAT,
 ) -> dict[str, Any]:
     """Stitch the captured tiles and write every output; return paths and totals.
 
     ``live``: the stitcher that ran during the scan (:class:`LiveStitcher`: only the file
     is left to write); ``None``, or one that failed: the tiles are fed again from disk
-    (same slide). ``slide_format_name``: the slide's format, a name in ``SLIDE_FORMATS``
-    (``tiff``, ``ome-tiff``, ``dicom``). The returned ``stitch_final_s`` is the time from
-    the last tile to the written slide.
+    (same slide). The slide's format is ``req.slide_format``. The returned
+    ``stitch_final_s`` is the time from the last tile to the written slide, ``late_tiles``
+    the tiles frozen where part of the slide was already written (their pixels there are
+    missing; 0 unless a tile landed beyond the blending margin).
 
     Raises:
         ValueError: for an unknown slide format, before anything is written (nothing to
             stitch is not an error: the slide is then omitted).
         OSError: an output cannot be written.
     """
-    fmt = slide_format(slide_format_name)
+    fmt = slide_format(req.slide_format)
     out = Path(req.output_dir)
     grid = plan_grid(req.region_min, req.region_max, req.field_of_view, req.overlap, req.step)
     captured = [t for t in tiles if t.has_tissue and t.image_path]
     slide_path = ""
-    final_s = math.nan
+    final_s, late = math.nan, 0
     if captured:
         stitch_tiles = [
             StitchTile(t.index, t.row, t.col, t.x_m, t.y_m, out / t.image_path) for t in captured
@@ -105,6 +107,7 @@ def finish_scan(
             live=live,
         )
         final_s = time.monotonic() - t0
+        late = result.late_tiles
         write_thumbnail(out / THUMBNAIL_FILE, result.info.thumbnail)
         slide_path = str(result.info.path)
     panels = {"chosen focus z (um)": {(t.row, t.col): t.z_m * 1e6 for t in captured}}
@@ -119,7 +122,9 @@ def finish_scan(
         panels,
         title=f"focus map ({req.focus_method})",
     )
-    report = make_report(req, tiles, sim_s, wall_s, complete=True, stitch_s=final_s)
+    report = make_report(
+        req, tiles, sim_s, wall_s, complete=True, stitch_s=final_s, late_tiles=late
+    )
     report_path = report.write(out / REPORT_FILE)
     wd = report.within_dof_pct
     return {
@@ -129,4 +134,5 @@ def finish_scan(
         "tiles_below_quality": report.tiles_below_quality,
         "within_dof_pct": None if math.isnan(wd) else wd,
         "stitch_final_s": final_s,
+        "late_tiles": late,
     }

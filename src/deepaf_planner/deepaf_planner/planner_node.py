@@ -269,6 +269,32 @@ class PlannerNode(Node):
             max_expected_error=self._max_expected_error or None,
         )
 
+    def _finish(self, scanner, machine, req, tiles, journal, start: float) -> dict | None:
+        """Write the slide and outputs of a scan that reached stitching; None otherwise."""
+        if machine.state != "stitching":
+            return None
+        try:
+            report = finish_scan(
+                req, tiles, journal, scanner.sim_seconds, time.monotonic() - start,
+                live=scanner.live,
+            )  # fmt: skip
+        except (OSError, ValueError, RuntimeError) as exc:
+            scanner.error = f"stitching failed: {exc}"
+            machine.fail()
+            return None
+        log = self.get_logger()
+        if scanner.live is not None and scanner.live.error:
+            log.warning(f"{scanner.live.error}; the slide was stitched from the tiles on disk")
+        if math.isfinite(report["stitch_final_s"]):
+            log.info(f"slide written {report['stitch_final_s']:.1f} s after the last tile")
+        if report["late_tiles"]:
+            log.warning(
+                f"{report['late_tiles']} tiles landed beyond the blending margin: part of "
+                "their pixels is missing from the slide"
+            )
+        machine.stitched()
+        return report
+
     def _truth(self):
         """Simulator ground truth, only while the camera is the virtual microscope's (the
         `sim_truth` parameter on and the camera node's backend "sim"); None on hardware."""
@@ -319,32 +345,17 @@ class PlannerNode(Node):
                 lambda: handle.is_cancel_requested,
             )
             try:
-                machine, tiles, journal = scanner.run(req)
-            except (ValueError, OSError) as exc:
-                handle.abort()
-                result.message = f"rejected before moving: {exc}"
-                self.get_logger().error(result.message)
-                return result
-            report = None
-            if machine.state == "stitching":
                 try:
-                    live = scanner.live
-                    if live is not None and live.error:
-                        self.get_logger().warning(f"{live.error}; stitching from the tiles on disk")
-                    report = finish_scan(
-                        req, tiles, journal, scanner.sim_seconds, time.monotonic() - start,
-                        live=live, slide_format_name=fmt,
-                    )  # fmt: skip
-                    if math.isfinite(report["stitch_final_s"]):
-                        self.get_logger().info(
-                            f"slide written {report['stitch_final_s']:.1f} s after the last tile"
-                        )
-                    machine.stitched()
-                except (OSError, ValueError, RuntimeError) as exc:
-                    scanner.error = f"stitching failed: {exc}"
-                    machine.fail()
-            if scanner.live is not None:
-                scanner.live.close()
+                    machine, tiles, journal = scanner.run(req)
+                except (ValueError, OSError) as exc:
+                    handle.abort()
+                    result.message = f"rejected before moving: {exc}"
+                    self.get_logger().error(result.message)
+                    return result
+                report = self._finish(scanner, machine, req, tiles, journal, start)
+            finally:
+                if scanner.live is not None:  # its worker, image cache and scratch file
+                    scanner.live.close()
             if scanner.overview is not None:
                 self.get_logger().info(scanner.overview.text)
             if machine.state in ("canceled", "failed"):

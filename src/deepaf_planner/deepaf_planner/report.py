@@ -193,6 +193,8 @@ class ScanReport:
         message: Why the scan stopped early, or ``""``.
         stitch_seconds: Wall time from the last tile to the written slide (s; the slide
             is stitched during the scan, so only this is left at its end).
+        stitch_late_tiles: Tiles that landed beyond the blending margin after their part
+            of the slide was written (those pixels are missing; normally 0).
     """
 
     tiles: list[TileRecord] = field(default_factory=list)
@@ -204,6 +206,7 @@ class ScanReport:
     complete: bool = True
     message: str = ""
     stitch_seconds: float = math.nan
+    stitch_late_tiles: int = 0
 
     @property
     def tiles_total(self) -> int:
@@ -246,6 +249,7 @@ class ScanReport:
                 "sim_seconds": self.sim_seconds,
                 "wall_seconds": self.wall_seconds,
                 "stitch_seconds": self.stitch_seconds,
+                "stitch_late_tiles": self.stitch_late_tiles,
                 "tiles_planned": self.tiles_planned
                 if self.tiles_planned is not None
                 else self.tiles_total,
@@ -291,6 +295,7 @@ class ScanReport:
             complete=bool(d.get("complete", True)),
             message=d.get("message", ""),
             stitch_seconds=num("stitch_seconds"),
+            stitch_late_tiles=int(d.get("stitch_late_tiles") or 0),
         )
 
     def summary_table(self, max_tiles: int = 0) -> Table:

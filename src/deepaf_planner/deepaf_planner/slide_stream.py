@@ -124,6 +124,7 @@ class SlideStream:
             config,
         )
         self._order = [f.index for f in fields]
+        self._cells = {f.index: (f.row, f.col) for f in fields}
         if covered is not None:
             self.bounds = bounds_px(covered[0], covered[1], pixel_size_m, config)
         else:
@@ -156,11 +157,13 @@ class SlideStream:
             ValueError: for a tile of another shape, an unplanned or repeated field.
         """
         t0 = time.perf_counter()
-        if image.shape[:2] != self.tile_shape or image.dtype != np.uint8 or image.ndim != 3:
+        if image.shape != (*self.tile_shape, 3) or image.dtype != np.uint8:
             raise ValueError(
                 f"tile {index} is {image.dtype} {image.shape}, not uint8 {self.tile_shape} RGB"
             )
         self._solver.check(index)
+        passed = self._order[self._solver.visited + 1 : self._solver.rank(index)]
+        self._registrar.forget(self._cells[i] for i in passed)  # skipped: never captured
         new = self._registrar.add(index, row, col, image)
         self._keep(index, image, path)
         self._freeze(self._solver.add(index, new))
@@ -199,9 +202,11 @@ class SlideStream:
         self._images[index] = image
         self._images.move_to_end(index)
         total = sum(a.nbytes for a in self._images.values())
-        while len(self._images) > 1 and total > self.config.cache_bytes:
-            _, old = self._images.popitem(last=False)
-            total -= old.nbytes
+        for old in list(self._images):  # oldest first; a tile without a file stays
+            if total <= self.config.cache_bytes or old == index:
+                break
+            if self._paths.get(old) is not None:
+                total -= self._images.pop(old).nbytes
 
     def _image(self, index: int) -> np.ndarray:
         if index in self._images:
@@ -291,12 +296,15 @@ class SlideStream:
         self._done[ty, tx0:tx1] = True
 
     def _release(self) -> None:
-        """Forget the images of frozen tiles whose slide tiles are all blended."""
+        """Forget frozen tiles whose slide tiles are all blended (image and corner: no
+        later blend can need them)."""
         keep = []
         for i in self._pending:
             y0, y1, x0, x1 = self._cells_of(self._corners[i][None].astype(float), 0.0)[0]
             if self._done[y0:y1, x0:x1].all():
                 self._images.pop(i, None)
+                self._paths.pop(i, None)
+                del self._corners[i]
             else:
                 keep.append(i)
         self._pending = keep

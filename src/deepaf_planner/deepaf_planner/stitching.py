@@ -330,6 +330,13 @@ class OverlapRegistrar:
         self.matches.extend(new)
         return new
 
+    def forget(self, cells: Iterable[tuple[int, int]]) -> None:
+        """Drop the strips kept for neighbours at ``cells`` (fields passed without a
+        capture: glass), so memory follows the scan's front, not the tissue's outline."""
+        gone = set(cells)
+        for key in [k for k in self._strips if k[1] in gone]:
+            del self._strips[key]
+
 
 def register_tiles(
     tiles: Sequence[StitchTile],

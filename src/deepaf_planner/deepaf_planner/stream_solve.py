@@ -160,15 +160,23 @@ class StreamingSolver:
         self, free: list[int], pos: dict[int, int], out: np.ndarray, live: list[Match]
     ) -> np.ndarray:
         """Solve the free tiles again with the stage positions mapped through the similarity
-        fitted to every placed tile so far (see :func:`~.stitching.similarity_prior`)."""
+        fitted to every placed tile so far (see :func:`~.stitching.similarity_prior`).
+
+        Once a similarity has been fitted it stays (the last one) when a later fit is not
+        accepted, e.g. when the tiles placed so far no longer span half of a grown extent:
+        switching the prior off again would move every unmatched tile back to the raw stage,
+        further than the slide's blending margin allows for."""
         present = list(self.frozen) + free
         rows = {idx: n for n, idx in enumerate(present)}
         nominal = self._nominal[[self._rank[i] for i in present]]
         solved = np.concatenate([self.positions(list(self.frozen)), out]) if self.frozen else out
         mapped = similarity_prior(nominal, solved, rows, self.matches)
-        if mapped is None:
+        if mapped is not None:
+            self._fit_map(nominal, mapped)
+        elif self._prior_map is not None:
+            mapped = self.predicted(present)
+        else:
             return out
-        self._fit_map(nominal, mapped)
         return solve_weighted(mapped[len(self.frozen) :], pos, live, self.config, self.frozen)
 
     def _fit_map(self, nominal: np.ndarray, mapped: np.ndarray) -> None:

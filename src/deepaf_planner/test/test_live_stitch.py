@@ -157,3 +157,49 @@ def test_stream_bad_input(canvas, tmp_path: Path):
     with pytest.raises(ValueError, match="comes after"):
         stream.add(0, 0, 0, tiles[0].image)
     stream.close()
+
+
+def test_no_slide_pixel_is_written_before_every_tile_on_it_is_placed(tmp_path: Path):
+    """A rotated, scaled camera; a tissue blob in the first rows, glass fields skipped, then
+    rows of featureless captures that no match places: their positions come from the
+    similarity fitted to the blob, and must not move back to the raw stage after the slide
+    around them is written (review of the streamed slide: 3 tiles' pixels went missing)."""
+    rng = np.random.default_rng(1)
+    rows, cols, step, shape = 14, 12, (170, 200), (200, 240)
+    canvas = cv2.resize(
+        cv2.GaussianBlur(rng.integers(0, 255, (700, 700, 3)).astype(np.uint8), (0, 0), 1.0),
+        (2800, 2800),
+        interpolation=cv2.INTER_CUBIC,
+    )
+    a = 1.03 * np.exp(1j * np.deg2rad(2.0))  # camera scale and rotation against the stage
+    centre = complex(cols * step[1] / 2, rows * step[0] / 2)
+    order = [
+        (r, c) for r in range(rows) for c in (range(cols) if r % 2 == 0 else reversed(range(cols)))
+    ]
+    fields, tiles = [], []
+    for i, (r, c) in enumerate(order):
+        ny, nx = r * step[0], c * step[1]
+        x, y = (nx + shape[1] / 2) * PX, (ny + shape[0] / 2) * PX
+        fields.append(SimpleNamespace(index=i, row=r, col=c, x=x, y=y))
+        if (r < 4 and c >= 4) or 4 <= r < 6:
+            continue  # glass: skipped
+        w = a * (complex(nx, ny) - centre) + centre
+        ty, tx = round(w.imag + 300 + rng.normal(0, 5)), round(w.real + 300 + rng.normal(0, 5))
+        img = canvas[ty : ty + shape[0], tx : tx + shape[1]].copy()
+        if r >= 6:
+            img[:] = 240  # nothing to register
+        tiles.append(StitchTile(i, r, c, x, y, img))
+    config = dataclasses.replace(STITCH_CONFIG, max_shift_px=30)
+    stream = SlideStream(
+        fields, PX, shape, tmp_path / "s.tiff", slide_format("tiff"), compression="none",
+        config=config, tile=64,
+    )  # fmt: skip
+    for t in tiles:
+        stream.add(t.index, t.row, t.col, t.image)
+    result = stream.finish()
+    stream.close()
+    pos = np.array([result.positions_px[t.index] for t in tiles])
+    mosaic = Mosaic(tiles, pos, shape, result.feather_px, result.bounds_px)
+    level0 = tifffile.imread(result.info.path, level=0).astype(int)
+    assert result.late_tiles == 0
+    assert np.abs(level0 - mosaic.render(0, 0, *mosaic.shape)).max() <= 1
