@@ -94,11 +94,29 @@ class LiveStitcher:
         fut.add_done_callback(lambda _: self._slots.release())
         self._pending = [f for f in self._pending if not f.done()] + [fut]
 
+    def visit(self, index: int) -> None:
+        """Queue a field passed without a capture (glass), so the tiles around it can be
+        placed and blended before the next capture."""
+        if self.error:
+            return
+        self._slots.acquire()
+        try:
+            fut = self._pool.submit(self._visit, index)
+        except BaseException:
+            self._slots.release()
+            raise
+        fut.add_done_callback(lambda _: self._slots.release())
+        self._pending = [f for f in self._pending if not f.done()] + [fut]
+
     def resume(self, tiles: Iterable[Any], out_dir: Path) -> None:
-        """Feed the finished tiles of a resumed scan (records with ``index``, ``row``,
-        ``col``, ``has_tissue``, ``image_path``) from their images, in scan order."""
+        """Feed the finished fields of a resumed scan (records with ``index``, ``row``,
+        ``col``, ``has_tissue``, ``image_path``) in scan order: tiles from their images,
+        glass as visits."""
         for t in sorted(tiles, key=lambda t: t.index):
-            if not (t.has_tissue and t.image_path) or self.error:
+            if self.error:
+                return
+            if not (t.has_tissue and t.image_path):
+                self.visit(t.index)
                 continue
             path = Path(out_dir) / t.image_path
             try:
@@ -128,6 +146,20 @@ class LiveStitcher:
         if self._stream is not None:
             self._stream.close()
 
+    def _visit(self, index: int) -> None:
+        if self.error or self._stream is None:  # before the first tile: nothing to place
+            return
+        try:
+            self._stream.visit(index)
+        except Exception as exc:  # reported; stitch_scan starts over from disk at the end
+            self._fail(f"live stitching stopped at field {index}: {exc}")
+
+    def _fail(self, why: str) -> None:
+        self.error = why
+        if self._stream is not None:  # free its cache and scratch before the replay
+            self._stream.close()
+            self._stream = None
+
     def _add(self, index: int, row: int, col: int, image: np.ndarray, path: Path | None) -> None:
         if self.error:
             return
@@ -140,10 +172,7 @@ class LiveStitcher:
                 )  # fmt: skip
             self._stream.add(index, row, col, image, path)
         except Exception as exc:  # reported; stitch_scan starts over from disk at the end
-            self.error = f"live stitching stopped at tile {index}: {exc}"
-            if self._stream is not None:  # free its cache and scratch before the replay
-                self._stream.close()
-                self._stream = None
+            self._fail(f"live stitching stopped at tile {index}: {exc}")
         self.tiles += 1
 
 
@@ -158,9 +187,9 @@ def stitch_scan(
     config: StitchConfig = STITCH_CONFIG,
     compression: str = "jpeg",
 ) -> StitchResult:
-    """The slide of a scan: from the stream that ran during it, or, when there was none or
-    it failed, by feeding the tiles from disk through the same :class:`SlideStream` (same
-    slide).
+    """The slide of a finished scan: from the stream that ran during it, or, when there was
+    none or it failed, by feeding the scan's sequence (each field in scan order: its tile
+    from disk, or a visit for glass) through the same :class:`SlideStream` (same slide).
 
     Args:
         fields: Every planned field, in scan order.
@@ -189,8 +218,13 @@ def stitch_scan(
         fields, pixel_size_m, first.shape[:2], out_path, slide_format(slide_format_name),
         covered, compression, config=config,
     )  # fmt: skip
+    by_index = {t.index: t for t in ordered}
     try:
-        for t in ordered:
+        for f in fields:  # the scan's sequence: captures, and glass passed in between
+            t = by_index.get(f.index)
+            if t is None:
+                stream.visit(f.index)
+                continue
             img = first if t is ordered[0] else _load(t.image)
             path = Path(t.image) if isinstance(t.image, str | Path) else None
             stream.add(t.index, t.row, t.col, img, path)

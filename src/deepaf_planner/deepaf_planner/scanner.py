@@ -598,6 +598,7 @@ class Scanner:
             focus_method=req.focus_method,
         )
         if not has_tissue and not req.keep_empty_fields:
+            self.live.visit(f.index)  # glass: the tiles around it may be placed now
             return TileRecord(
                 **base,
                 z_m=moved.pose[2],
@@ -640,6 +641,8 @@ class Scanner:
         path = journal.write_tile_image(f.index, out.shot.frame.rgb, f.row, f.col)
         if has_tissue:
             self.live.add(f.index, f.row, f.col, out.shot.frame.rgb, req.output_dir / path)
+        else:  # an empty field kept on request: not part of the slide
+            self.live.visit(f.index)
         truth_err = math.nan
         if self._truth is not None:
             truth_err = float(out.shot.z - self._truth(moved.pose[0], moved.pose[1]))

@@ -161,14 +161,31 @@ class SlideStream:
             raise ValueError(
                 f"tile {index} is {image.dtype} {image.shape}, not uint8 {self.tile_shape} RGB"
             )
-        self._solver.check(index)
-        passed = self._order[self._solver.visited + 1 : self._solver.rank(index)]
-        self._registrar.forget(self._cells[i] for i in passed)  # skipped: never captured
+        self._pass(index)
         new = self._registrar.add(index, row, col, image)
         self._keep(index, image, path)
         self._freeze(self._solver.add(index, new))
         self._blend_ready()
         self.seconds += time.perf_counter() - t0
+
+    def visit(self, index: int) -> None:
+        """A field passed without a capture (glass): the tiles around it may freeze.
+
+        Raises:
+            ValueError: for an unplanned field or one out of scan order.
+        """
+        t0 = time.perf_counter()
+        self._pass(index)
+        self._registrar.forget([self._cells[index]])
+        self._freeze(self._solver.visit(index))
+        self._blend_ready()
+        self.seconds += time.perf_counter() - t0
+
+    def _pass(self, index: int) -> None:
+        """Check the scan order; forget the strips kept for fields passed without a word."""
+        self._solver.check(index)
+        passed = self._order[self._solver.visited + 1 : self._solver.rank(index)]
+        self._registrar.forget(self._cells[i] for i in passed)
 
     def finish(self) -> StitchResult:
         """Freeze every tile, blend the rest and write the slide.

@@ -112,6 +112,17 @@ class StreamingSolver:
         self.matches.extend(matches)
         return self._step()
 
+    def visit(self, index: int) -> list[int]:
+        """A field passed without a capture (glass); every field before it counts as
+        visited too. Returns the tiles frozen by it.
+
+        Raises:
+            ValueError: for an unplanned field or one out of scan order.
+        """
+        self.check(index)
+        self.visited = self._rank[index]
+        return self._step()
+
     def check(self, index: int) -> None:
         """Raise ValueError unless ``index`` may be added next (planned, after the last)."""
         if index not in self._rank:

@@ -119,8 +119,13 @@ def test_live_stitcher_equals_a_replay_from_disk_and_falls_back_after_a_failure(
         on_disk.append(dataclasses.replace(t, image=p))
     live = LiveStitcher(fields, PX, tmp_path / "live" / "slide.tiff")
     (tmp_path / "live").mkdir()
-    for t in on_disk:
-        live.add(t.index, t.row, t.col, cv2.imread(str(t.image))[..., ::-1].copy(), t.image)
+    captured = {t.index: t for t in on_disk}
+    for f in fields:  # as the scanner does: each capture, and a visit for each glass field
+        t = captured.get(f.index)
+        if t is None:
+            live.visit(f.index)
+        else:
+            live.add(t.index, t.row, t.col, cv2.imread(str(t.image))[..., ::-1].copy(), t.image)
     got = stitch_scan(fields, on_disk, PX, tmp_path / "live" / "slide.tiff", live=live)
     live.close()
     assert live.tiles == len(tiles) and not live.error
@@ -203,3 +208,20 @@ def test_no_slide_pixel_is_written_before_every_tile_on_it_is_placed(tmp_path: P
     level0 = tifffile.imread(result.info.path, level=0).astype(int)
     assert result.late_tiles == 0
     assert np.abs(level0 - mosaic.render(0, 0, *mosaic.shape)).max() <= 1
+
+
+def test_glass_fields_passed_at_the_end_let_the_slide_finish_during_the_scan(
+    canvas, tmp_path: Path
+):
+    """A last row of glass: visiting it freezes and blends the rows above before the end."""
+    fields, tiles, _ = _layout(canvas, skip=set(range(15, 20)))
+    stream = SlideStream(fields, PX, TILE, tmp_path / "s.tiff", slide_format("tiff"), tile=64)
+    for t in tiles:
+        stream.add(t.index, t.row, t.col, t.image)
+    left_after_tiles = stream._pyramid.missing
+    for i in range(15, 20):
+        stream.visit(i)
+    assert stream._pyramid.missing == 0 < left_after_tiles  # all blended before finish()
+    result = stream.finish()
+    stream.close()
+    assert result.late_tiles == 0 and result.info.path.is_file()
