@@ -83,7 +83,9 @@ def generate_test_description(where: str):
         cmd=["ros2", "launch", "deepaf_bringup", "sim.launch.py", *args],
         cwd=str(cwd),
         output="screen",
-        sigterm_timeout="20",
+        # longer than the nodes' own 20 s grace inside the launch, so the launch can finish
+        # its clean shutdown before it is killed (both at 20 s: -15 at load 5+ in CI)
+        sigterm_timeout="60",
         additional_env={"PYTHONUNBUFFERED": "1"},  # its output as it comes, not at exit
     )
     context = {"launch": launch, "ns": "/" + namespace, "cwd": cwd}
