@@ -160,11 +160,18 @@ def test_predictions_name_the_preview_by_stamp(ros_node, namespace, model_path):
         def stats() -> dict:
             return {k: scope.predict_stats[k] - base[k] for k in base}
 
-        frame = scope.preview()
-        by_stamp = scope.predict_focus(frame, z)
-        assert stats() == {
-            "goals": 1, "with_image": 0, "image_bytes": 0, "by_stamp_miss": 0
-        }, procs[-1].output()  # fmt: skip
+        # A frame named by stamp travels no more. At load (CI) the server's first inference
+        # can take seconds while previews stream on, so the frame taken meanwhile may have
+        # left its history: the miss is then sent as an image (checked below). Three tries.
+        clean = {"goals": 1, "with_image": 0, "image_bytes": 0, "by_stamp_miss": 0}
+        for _ in range(3):
+            base = dict(scope.predict_stats)
+            frame = scope.preview()
+            by_stamp = scope.predict_focus(frame, z)
+            if stats() == clean:
+                break
+        assert stats() == clean, procs[-1].output()
+        base = {k: scope.predict_stats[k] - v for k, v in clean.items()}
         scope.predict_by_stamp = False
         sent = scope.predict_focus(frame, z)
         assert stats()["image_bytes"] == PREVIEW[0] * PREVIEW[1] * 3

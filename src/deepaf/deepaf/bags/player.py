@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import QosDurability, QosReliability
@@ -135,8 +136,13 @@ class BagPlayer(Node):
             time.sleep(0.05)
         return False
 
-    def play(self, delay: float = 0.0) -> PlayStats:
-        """Publish every message at its original time (scaled by the rate)."""
+    def play(self, delay: float = 0.0, flush_s: float = 5.0) -> PlayStats:
+        """Publish every message at its original time (scaled by the rate).
+
+        Then wait up to `flush_s` for reliable subscribers to acknowledge: a node destroyed
+        right after its last publish drops what a slow reader has not fetched yet (at load,
+        the bag's last message went missing).
+        """
         if delay > 0:
             time.sleep(delay)
         published, max_lag = 0, 0.0
@@ -154,8 +160,20 @@ class BagPlayer(Node):
             self._publish(msg.topic, msg.data)
             published += 1
             last_ns = msg.timestamp_ns
+        self.flush(flush_s)
         bag_s = (last_ns - t0) * 1e-9 if t0 is not None else 0.0
         return PlayStats(published, time.monotonic() - start, bag_s, max_lag)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every reliable publisher's messages are acknowledged; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for pub in self._pubs.values():
+            if pub.qos_profile.reliability != ReliabilityPolicy.RELIABLE:
+                continue
+            left = max(0.0, deadline - time.monotonic())
+            ok = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and ok
+        return ok
 
     def _publish(self, topic: str, data: bytes) -> None:
         """Publish raw bytes; retry briefly when a reliable writer's queue is full."""
