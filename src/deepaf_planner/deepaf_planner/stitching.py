@@ -41,16 +41,18 @@ __all__ = [
     "Match",
     "Mosaic",
     "OverlapRegistrar",
+    "StageMap",
     "StitchConfig",
     "StitchTile",
     "TileCache",
+    "approach_signs",
     "blend",
     "bounds_px",
     "feather_ramps",
+    "fit_stage_map",
     "nominal_positions_px",
     "planned_overlap_px",
     "register_tiles",
-    "similarity_prior",
     "solve_positions",
     "solve_robust",
     "solve_weighted",
@@ -101,7 +103,11 @@ class StitchConfig:
         flip_y: Mosaic rows run along -y.
         cache_bytes: Decoded tiles kept in memory while rendering.
         freeze_ring: During a scan a tile's position is final once every field within this
-            many grid steps of it (8-connected) has been visited (:mod:`.stream_solve`).
+            many grid steps of it (8-connected) has been visited (:mod:`.stream_solve`)...
+        loose_matches: ... if it has at least this many accepted matches; one with fewer
+            (1: none; faint tissue) is placed by the stage through the stage map
+            alone, which the rows to come still refine, and waits for ``loose_ring``.
+        loose_ring: The freeze ring of a tile with fewer than ``loose_matches`` matches.
     """
 
     downsample: int = 1
@@ -116,6 +122,8 @@ class StitchConfig:
     flip_y: bool = False
     cache_bytes: int = 1536 << 20
     freeze_ring: int = 2
+    loose_matches: int = 1
+    loose_ring: int = 6
 
 
 #: A scan's settings: image columns run along +x and rows along +y in the virtual
@@ -403,13 +411,15 @@ def solve_positions(
 
     1. Solve with the stage positions as the prior; drop the match with the worst residual
        (above ``residual_px``) and solve again, until every residual is within it.
-    2. Map the stage positions through the similarity transform (rotation, scale,
-       translation: a camera turned on its mount, a pixel size off by a little) that best
-       fits the tiles the matches placed, and solve once more with that prior, so tiles
-       with no match (glass all round) follow the registered ones instead of the raw stage.
+    2. Map the stage positions through the :class:`StageMap` (rotation, scale,
+       translation: a camera turned on its mount, a pixel size off by a little; and the
+       stage's backlash per approach direction) that best fits the tiles the matches
+       placed, and solve once more with that prior, so tiles with no match (glass all
+       round) follow the registered ones instead of the raw stage.
 
     Args:
-        nominal_px: (N, 2) stage-derived top-left positions.
+        nominal_px: (N, 2) stage-derived top-left positions, in the order the stage visited
+            them (for the approach directions).
         indices: Tile index of each row of ``nominal_px``.
         matches: Pairwise matches (only accepted ones are used).
         config: Settings (prior/match sigmas, residual threshold).
@@ -421,9 +431,10 @@ def solve_positions(
     pos = {idx: i for i, idx in enumerate(indices)}
     nominal = nominal_px.astype(float)
     out, matches = solve_robust(nominal, pos, matches, config)
-    prior = similarity_prior(nominal, out, pos, matches)
-    if prior is not None:
-        out = solve_weighted(prior, pos, matches, config)
+    signs = approach_signs(nominal)
+    stage = fit_stage_map(nominal, out, pos, matches, signs)
+    if stage is not None:
+        out = solve_weighted(stage.apply(nominal, signs), pos, matches, config)
     return out, matches
 
 
@@ -501,22 +512,70 @@ def solve_weighted(
     return np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
 
 
-#: The similarity prior is used only for a plausible mount (|scale - 1|, |rotation| below)
-#: and enough evidence to measure it: at least _MIN_PLACED tiles placed by matches, spanning
-#: at least _MIN_LEVER of the grid along some axis. (In bench stitch's blank case a transform
+#: The stage map is used only for a plausible mount (|scale - 1|, |rotation| below) and
+#: enough evidence to measure it: at least _MIN_PLACED tiles placed by matches, spanning at
+#: least _MIN_LEVER of the grid along some axis. (In bench stitch's blank case a transform
 #: fitted to ~8 tiles and extrapolated to the glass tiles was worse than the raw stage
-#: positions: 6.6 vs 5.0 px RMS; from 35 tiles on it is better.)
+#: positions: 6.6 vs 5.0 px RMS; from 35 tiles on it is better.) A backlash term is fitted
+#: for an axis once _MIN_BACKLASH placed tiles were reached from each direction along it.
 _MAX_SIMILARITY = 0.05
 _MIN_PLACED = 16
 _MIN_LEVER = 0.5
+_MIN_BACKLASH = 4
 
 
-def similarity_prior(
-    nominal: np.ndarray, solved: np.ndarray, pos: Mapping[int, int], matches: Sequence[Match]
-) -> np.ndarray | None:
-    """Stage positions mapped by the similarity transform that best takes them to the
-    solved positions of the matched tiles; None with too few matched tiles, a cluster too
-    small to measure a rotation, or an implausible transform."""
+def approach_signs(nominal: np.ndarray, moved_px: float = 0.5) -> np.ndarray:
+    """(N, 2) direction (+1 or -1) of the last move along each axis (row, col) before each
+    position of ``nominal``, given in visiting order: a stepper stage with backlash stops
+    short by an amount that depends on the direction it came from (a serpentine scan
+    alternates it row by row). Before an axis first moves, its first move's sign counts."""
+    nominal = np.asarray(nominal, float).reshape(-1, 2)
+    signs = np.zeros(nominal.shape)
+    last = np.zeros(2)
+    for k in range(1, len(nominal)):
+        step = nominal[k] - nominal[k - 1]
+        last = np.where(np.abs(step) > moved_px, np.sign(step), last)
+        signs[k] = last
+    for ax in range(2):
+        moved = signs[:, ax] != 0
+        first = signs[moved, ax][0] if moved.any() else 1.0
+        signs[~moved, ax] = first  # only positions before the axis first moved
+    return signs
+
+
+@dataclass(frozen=True)
+class StageMap:
+    """Stage-derived positions to mosaic pixels: a similarity (a camera turned on its mount,
+    a pixel size off by a little) plus a backlash offset per approach direction. With
+    positions as complex ``col + 1j * row``: ``w = a (z - z0) + b + c_row s_row + c_col s_col``,
+    ``s`` the :func:`approach_signs`."""
+
+    a: complex
+    z0: complex
+    b: complex
+    backlash: tuple[complex, complex] = (0j, 0j)  # per sign axis (row, col)
+
+    def apply(self, nominal: np.ndarray, signs: np.ndarray) -> np.ndarray:
+        """(N, 2) mapped (row, col) positions of stage-derived ``nominal`` positions."""
+        nominal = np.asarray(nominal, float).reshape(-1, 2)
+        signs = np.asarray(signs, float).reshape(-1, 2)
+        z = nominal[:, 1] + 1j * nominal[:, 0]
+        w = self.a * (z - self.z0) + self.b
+        w = w + self.backlash[0] * signs[:, 0] + self.backlash[1] * signs[:, 1]
+        return np.column_stack([w.imag, w.real])
+
+
+def fit_stage_map(
+    nominal: np.ndarray,
+    solved: np.ndarray,
+    pos: Mapping[int, int],
+    matches: Sequence[Match],
+    signs: np.ndarray | None = None,
+) -> StageMap | None:
+    """The :class:`StageMap` that best takes the stage positions (rows of ``nominal``, with
+    their approach ``signs``; None: no backlash term) to the solved positions of the
+    matched tiles; None with too few matched tiles, a cluster too small to measure a
+    rotation, or an implausible transform."""
     used = [m for m in matches if m.accepted]
     placed = sorted({pos[m.a] for m in used} | {pos[m.b] for m in used})
     if len(placed) < _MIN_PLACED:
@@ -527,16 +586,24 @@ def similarity_prior(
         return None
     z = nominal[placed, 1] + 1j * nominal[placed, 0]  # (col, row) as complex numbers
     w = solved[placed, 1] + 1j * solved[placed, 0]
-    zc, wc = z - z.mean(), w - w.mean()
-    norm = float(np.vdot(zc, zc).real)
-    if norm <= 0:
+    z0 = z.mean()
+    if float(np.vdot(z - z0, z - z0).real) <= 0:
         return None
-    a = np.vdot(zc, wc) / norm  # w ~ a (z - mean z) + mean w
+    cols, axes = [z - z0, np.ones(len(z), complex)], []
+    if signs is not None:
+        s = np.asarray(signs, float)[placed]
+        for ax in range(2):
+            if min(np.sum(s[:, ax] > 0), np.sum(s[:, ax] < 0)) >= _MIN_BACKLASH:
+                cols.append(s[:, ax].astype(complex))
+                axes.append(ax)
+    coef = np.linalg.lstsq(np.column_stack(cols), w, rcond=None)[0]
+    a = complex(coef[0])
     if abs(a - 1) > _MAX_SIMILARITY:
         return None
-    allz = nominal[:, 1] + 1j * nominal[:, 0]
-    mapped = a * (allz - z.mean()) + w.mean()
-    return np.column_stack([mapped.imag, mapped.real])
+    backlash = [0j, 0j]
+    for ax, c in zip(axes, coef[2:], strict=True):
+        backlash[ax] = complex(c)
+    return StageMap(a, complex(z0), complex(coef[1]), (backlash[0], backlash[1]))
 
 
 def _ramp(n: int, width: int) -> np.ndarray:

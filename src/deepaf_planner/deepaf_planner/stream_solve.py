@@ -4,10 +4,15 @@ A global least-squares solve (:func:`~.stitching.solve_positions`) moves every t
 whenever a tile is added anywhere, so nothing could be blended before the last tile. Here
 the fields are visited in scan order; after each captured tile the positions of the tiles
 not yet frozen are solved with the frozen ones held fixed (matches to them are constraints),
-with the same outlier rejection and similarity prior as the global solve. A tile freezes
+with the same outlier rejection and stage map (similarity and backlash) as the global
+solve. A tile freezes
 once every planned field within ``freeze_ring`` grid steps of it (8-connected) has been
 visited: all its matches, and those of its neighbours, are then known. Its position is
-final, so the slide around it can be blended, encoded and forgotten during the scan.
+final, so the slide around it can be blended, encoded and forgotten during the scan. A tile
+with fewer than ``loose_matches`` accepted matches (by default: none; faint tissue) is
+placed by the stage through the stage map alone, which later rows still refine (on
+the pale bench slide the rotation fitted after 4 of 16 rows was a third of the true one):
+it waits until every field within ``loose_ring`` has been visited.
 
 The positions depend only on the tiles, their matches and the scan order, so a resumed scan
 that feeds its finished tiles again gets those of an uninterrupted one. Compared with the
@@ -16,16 +21,25 @@ global solve, a tile cannot profit from matches made after it froze: seams stay 
 rows is a little larger (``./deepaf bench stitch`` measures both).
 
 Cost per tile: one sparse solve over the unfrozen tiles (about ``2 * freeze_ring + 1`` rows of
-the grid, independent of the slide's size) and an O(N) numpy fit of the similarity prior.
+the grid, independent of the slide's size) and an O(N) numpy fit of the stage map.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .stitching import Match, StitchConfig, similarity_prior, solve_robust, solve_weighted
+from .stitching import (
+    Match,
+    StageMap,
+    StitchConfig,
+    approach_signs,
+    fit_stage_map,
+    solve_robust,
+    solve_weighted,
+)
 
 __all__ = ["StreamingSolver"]
 
@@ -60,24 +74,17 @@ class StreamingSolver:
         self.config = config
         self._rank = {idx: k for k, idx in enumerate(order)}  # scan position
         self._nominal = np.array([nominal_px[i] for i in order], float).reshape(-1, 2)
+        self._signs = approach_signs(self._nominal)  # the stage visits every field in order
         by_cell = {tuple(cells[i]): self._rank[i] for i in order}
         ring = max(0, int(config.freeze_ring))
         # the scan position after which a field's neighbourhood is fully visited
-        self._ready_at = np.empty(len(order), np.int64)
-        for idx in order:
-            r, c = cells[idx]
-            near = [
-                by_cell[(r + a, c + b)]
-                for a in range(-ring, ring + 1)
-                for b in range(-ring, ring + 1)
-                if (r + a, c + b) in by_cell
-            ]
-            self._ready_at[self._rank[idx]] = max(near)
+        self._ready_at = _ready_after(order, cells, by_cell, ring)
+        self._ready_loose = _ready_after(order, cells, by_cell, max(ring, config.loose_ring))
         self.visited = -1  # scan position of the last visited field
         self.frozen: dict[int, np.ndarray] = {}  # index -> final top-left (row, col) px
         self.current: dict[int, np.ndarray] = {}  # index -> position of a tile not frozen
         self.matches: list[Match] = []
-        self._prior_map: tuple[complex, complex, complex] | None = None  # (a, mean z, mean w)
+        self.stage_map: StageMap | None = None  # the last accepted fit
 
     @property
     def unfrozen(self) -> list[int]:
@@ -90,13 +97,11 @@ class StreamingSolver:
 
     def predicted(self, indices: Sequence[int]) -> np.ndarray:
         """(K, 2) best guess of where fields would go: their stage positions through the
-        similarity prior fitted so far (the raw stage positions before there is one)."""
-        p = self._nominal[[self._rank[i] for i in indices]]
-        if self._prior_map is None:
-            return p
-        a, zm, wm = self._prior_map
-        w = a * (p[:, 1] + 1j * p[:, 0] - zm) + wm
-        return np.column_stack([w.imag, w.real])
+        stage map fitted so far (the raw stage positions before there is one)."""
+        k = [self._rank[i] for i in indices]
+        if self.stage_map is None:
+            return self._nominal[k].copy()
+        return self.stage_map.apply(self._nominal[k], self._signs[k])
 
     def add(self, index: int, matches: Sequence[Match] = ()) -> list[int]:
         """A captured tile (its matches with tiles added before it); every field before it
@@ -159,42 +164,63 @@ class StreamingSolver:
                 else m
                 for m in self.matches
             ]
-        out = self._with_similarity(free, pos, out, live)
+        out = self._with_stage_map(free, pos, out, live)
         for idx, p in zip(free, out, strict=True):
             self.current[idx] = p
-        done = [i for i in free if self._ready_at[self._rank[i]] <= self.visited]
+        matched = Counter(i for m in live if m.accepted for i in (m.a, m.b))
+        done = [i for i in free if self._ready(i, matched[i])]
         for i in done:
             self.frozen[i] = self.current.pop(i)
         return done
 
-    def _with_similarity(
+    def _ready(self, index: int, matched: int) -> bool:
+        """Whether a free tile freezes now: its ring is visited and it has the matches to
+        be placed by its neighbours, or the wider ring of a loosely matched tile is."""
+        k = self._rank[index]
+        if self._ready_loose[k] <= self.visited:
+            return True
+        if self._ready_at[k] > self.visited:
+            return False
+        return matched >= self.config.loose_matches
+
+    def _with_stage_map(
         self, free: list[int], pos: dict[int, int], out: np.ndarray, live: list[Match]
     ) -> np.ndarray:
-        """Solve the free tiles again with the stage positions mapped through the similarity
-        fitted to every placed tile so far (see :func:`~.stitching.similarity_prior`).
+        """Solve the free tiles again with the stage positions mapped through the stage map
+        (similarity and backlash, :class:`~.stitching.StageMap`) fitted to every placed tile
+        so far.
 
-        Once a similarity has been fitted it stays (the last one) when a later fit is not
-        accepted, e.g. when the tiles placed so far no longer span half of a grown extent:
-        switching the prior off again would move every unmatched tile back to the raw stage,
-        further than the slide's blending margin allows for."""
+        Once a map has been fitted it stays (the last one) when a later fit is not accepted,
+        e.g. when the tiles placed so far no longer span half of a grown extent: switching
+        the prior off again would move every unmatched tile back to the raw stage, further
+        than the slide's blending margin allows for."""
         present = list(self.frozen) + free
         rows = {idx: n for n, idx in enumerate(present)}
-        nominal = self._nominal[[self._rank[i] for i in present]]
+        k = [self._rank[i] for i in present]
         solved = np.concatenate([self.positions(list(self.frozen)), out]) if self.frozen else out
-        mapped = similarity_prior(nominal, solved, rows, self.matches)
-        if mapped is not None:
-            self._fit_map(nominal, mapped)
-        elif self._prior_map is not None:
-            mapped = self.predicted(present)
-        else:
+        fit = fit_stage_map(self._nominal[k], solved, rows, self.matches, self._signs[k])
+        self.stage_map = fit or self.stage_map
+        if self.stage_map is None:
             return out
-        return solve_weighted(mapped[len(self.frozen) :], pos, live, self.config, self.frozen)
+        mapped = self.predicted(free)
+        return solve_weighted(mapped, pos, live, self.config, self.frozen)
 
-    def _fit_map(self, nominal: np.ndarray, mapped: np.ndarray) -> None:
-        """Remember the similarity (for :meth:`predicted`) from stage -> mapped pairs."""
-        z = nominal[:, 1] + 1j * nominal[:, 0]
-        w = mapped[:, 1] + 1j * mapped[:, 0]
-        zc = z - z.mean()
-        norm = float(np.vdot(zc, zc).real)
-        a = np.vdot(zc, w - w.mean()) / norm if norm > 0 else 1.0
-        self._prior_map = (complex(a), complex(z.mean()), complex(w.mean()))
+
+def _ready_after(
+    order: Sequence[int],
+    cells: Mapping[int, tuple[int, int]],
+    by_cell: Mapping[tuple[int, int], int],
+    ring: int,
+) -> np.ndarray:
+    """Per scan position, the scan position after which every field within ``ring`` grid
+    steps (8-connected) of that field has been visited."""
+    out = np.empty(len(order), np.int64)
+    for k, idx in enumerate(order):
+        r, c = cells[idx]
+        out[k] = max(
+            by_cell[(r + a, c + b)]
+            for a in range(-ring, ring + 1)
+            for b in range(-ring, ring + 1)
+            if (r + a, c + b) in by_cell
+        )
+    return out

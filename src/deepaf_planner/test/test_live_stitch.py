@@ -16,6 +16,7 @@ from deepaf_planner.live_stitch import LiveStitcher, SlideStream, stitch_scan
 from deepaf_planner.slide_formats import slide_format
 from deepaf_planner.stitching import (
     STITCH_CONFIG,
+    Match,
     Mosaic,
     StitchTile,
     nominal_positions_px,
@@ -81,6 +82,29 @@ def test_streamed_positions_freeze_as_neighbourhoods_complete_and_match_the_glob
         err = (est - est.mean(axis=0)) - (true - true.mean(axis=0))
         assert np.abs(err).max() <= 1.0
     assert np.abs((pos - pos.mean(axis=0)) - (glob - glob.mean(axis=0))).max() <= 0.5
+
+
+def test_an_unmatched_tile_waits_for_the_wider_ring():
+    """Field 4 (row 1, col 1) matched nothing: the stage and the still-growing similarity
+    prior alone place it, so it freezes after every field within loose_ring is in."""
+    rows, cols = 8, 3
+    cells = {r * cols + c: (r, c) for r in range(rows) for c in range(cols)}
+    nominal = {i: (100.0 * r, 120.0 * c) for i, (r, c) in cells.items()}
+    pairs = [(i, i + 1) for i, (r, c) in cells.items() if c + 1 < cols]
+    pairs += [(i, i + cols) for i, (r, _) in cells.items() if r + 1 < rows]
+    matches = [Match(a, b, 100.0 * (b - a == cols), 120.0 * (b - a == 1), 1.0, True)
+               for a, b in pairs if 4 not in (a, b)]  # fmt: skip
+    config = dataclasses.replace(STITCH_CONFIG, freeze_ring=1, loose_ring=3)
+    solver = StreamingSolver(list(cells), cells, nominal, config)
+    frozen_at = {}
+    for i in cells:
+        for f in solver.add(i, [m for m in matches if max(m.a, m.b) == i]):
+            frozen_at[f] = i
+    solver.visit_all()
+    assert frozen_at[0] == 4  # ring 1 of (0, 0): up to (1, 1)
+    assert frozen_at[5] == 8  # matched: ring 1 of (1, 2), up to (2, 2)
+    assert frozen_at[4] == 14  # unmatched: ring 3 of (1, 1), up to (4, 2)
+    assert np.allclose(solver.positions([4]), [nominal[4]], atol=1.0)
 
 
 def test_the_slide_is_blended_during_the_scan_and_equals_the_mosaic(canvas, tmp_path: Path):

@@ -16,6 +16,8 @@ from deepaf_planner.stitching import (
     StitchConfig,
     StitchTile,
     TileCache,
+    approach_signs,
+    fit_stage_map,
     nominal_positions_px,
     register_tiles,
     solve_positions,
@@ -218,3 +220,32 @@ def test_virtual_microscope_tiles_stitch_and_sharpness(tmp_path: Path) -> None:
     assert assess_sharpness(normalized_sharpness(tiles[0].image), scores).ok
     blurred = scope.render_patch(x0, y0, z0 + 8e-6, (w, h))
     assert not assess_sharpness(normalized_sharpness(blurred), scores).ok
+
+
+def test_approach_signs_follow_the_last_move_of_each_axis() -> None:
+    # a serpentine of 2 rows x 3 columns, (row, col) px: a row change moves only the row
+    nominal = np.array([[0, 0], [0, 100], [0, 200], [90, 200], [90, 100], [90, 0]], float)
+    signs = approach_signs(nominal)
+    assert signs[:, 1].tolist() == [1, 1, 1, 1, -1, -1]  # field 3 kept field 2's direction
+    assert signs[:, 0].tolist() == [1, 1, 1, 1, 1, 1]  # before the first row move: its sign
+
+
+def test_the_stage_map_learns_the_rotation_and_the_backlash() -> None:
+    rows, cols = 6, 8
+    cells = [(r, c if r % 2 == 0 else cols - 1 - c) for r in range(rows) for c in range(cols)]
+    nominal = np.array([(90.0 * r, 100.0 * c) for r, c in cells])
+    signs = approach_signs(nominal)
+    z = nominal[:, 1] + 1j * nominal[:, 0]
+    a, backlash = np.exp(0.004j) * 1.001, 6 - 1j  # px per unit of the column sign
+    w = a * (z - z.mean()) + 40 + 25j + backlash * signs[:, 1]
+    truth = np.column_stack([w.imag, w.real])
+    pos = {i: i for i in range(len(cells))}
+    matches = [Match(i, i + 1, 0, 0, 1.0, True) for i in range(len(cells) - 1)]
+    stage = fit_stage_map(nominal, truth, pos, matches, signs)
+    assert stage is not None
+    assert abs(stage.a - a) < 1e-9 and abs(stage.backlash[1] - backlash) < 1e-9
+    assert stage.backlash[0] == 0  # the rows were all reached moving down: no measure
+    assert np.allclose(stage.apply(nominal, signs), truth)
+    similarity = fit_stage_map(nominal, truth, pos, matches)  # without the signs
+    assert np.abs(similarity.apply(nominal, signs) - truth).max() > 5
+    assert fit_stage_map(nominal, truth, pos, matches[:10], signs) is None  # 11 tiles placed
