@@ -105,6 +105,7 @@ def finish_scan(
             fmt.name,
             (grid.covered_min_xy, grid.covered_max_xy),
             live=live,
+            config=req.stitch_config,
         )
         final_s = time.monotonic() - t0
         late = result.late_tiles

@@ -17,7 +17,7 @@ import time
 from deepaf_driver.conversions import point
 from deepaf_driver.node_support import exit_with, quiet_on_shutdown, run_node
 from deepaf_focus.tissue import PAPER_VALUE_THRESHOLD
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -40,6 +40,7 @@ from deepaf_planner.scanner import (
 )
 from deepaf_planner.sim_truth import profile_optics, sim_truth_from_parameters
 from deepaf_planner.slide_formats import DEFAULT_SLIDE_FORMAT, SLIDE_FORMATS, slide_format
+from deepaf_planner.stitching import STITCH_CONFIG
 
 
 class PlannerNode(Node):
@@ -102,6 +103,16 @@ class PlannerNode(Node):
             "save_search_stacks",
             False,
             d(description="keep classical focus searches as focal stacks in <scan>/focus_stacks"),
+        ).value
+        self._stitch_cache_mb = p(
+            "stitch_cache_mb",
+            STITCH_CONFIG.cache_bytes >> 20,
+            d(
+                description="[MiB] decoded tiles kept while their part of the slide awaits "
+                "its blend (evicted ones are re-read from their PNG; about five rows of tiles "
+                "at 36 MiB each are wanted; a 4 GB Raspberry Pi: 512)",
+                integer_range=[IntegerRange(from_value=64, to_value=65536, step=1)],
+            ),
         ).value
         slide_format(  # fails fast with the choices; read again at each goal
             p(
@@ -256,6 +267,7 @@ class PlannerNode(Node):
             keep_empty_fields=goal.keep_empty_fields,
             whole_slide=goal.whole_slide,
             overview_step_fields=self._overview_step_fields,
+            stitch_cache_mb=int(self._stitch_cache_mb),
             stack_range=self._stack_range,
             focus_map_spacing=self._focus_map_spacing,
             bias_fields=max(0, int(self._bias_fields)),

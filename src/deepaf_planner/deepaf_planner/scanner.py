@@ -52,6 +52,7 @@ capture discarded by the fallback counts as a focus image and its exposure as fo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -80,6 +81,7 @@ from deepaf_planner.search_stacks import SearchStackWriter
 from deepaf_planner.sharpness import assess_sharpness, normalized_sharpness, resample_to_width
 from deepaf_planner.slide_formats import DEFAULT_SLIDE_FORMAT, slide_format
 from deepaf_planner.state_machine import ScanMachine
+from deepaf_planner.stitching import STITCH_CONFIG, StitchConfig
 
 FOCUS_METHODS = ("deepaf", "deepaf_single", "stack", "focus_map", "fixed")
 PREDICTING_METHODS = ("deepaf", "deepaf_single")  # need the focus server
@@ -197,6 +199,8 @@ class ScanRequest:
         overview_step_fields: the sweep's spacing, in fields of view.
         slide_format: the slide's format, a name in ``SLIDE_FORMATS``; the slide is
             stitched into it while the scan runs (:mod:`live_stitch`).
+        stitch_cache_mb: decoded tiles kept in memory while their part of the slide
+            awaits its blend (evicted ones are read again from their PNG).
     """
 
     region_min: tuple[float, float]
@@ -223,9 +227,15 @@ class ScanRequest:
     whole_slide: bool = False
     overview_step_fields: float = 2.0
     slide_format: str = DEFAULT_SLIDE_FORMAT
+    stitch_cache_mb: int = STITCH_CONFIG.cache_bytes >> 20
     tissue: TissueParams = field(default_factory=TissueParams)
     tissue_method: str = "colour"
     value_threshold: float = PAPER_VALUE_THRESHOLD
+
+    @property
+    def stitch_config(self) -> StitchConfig:
+        """The stitching settings of this scan."""
+        return dataclasses.replace(STITCH_CONFIG, cache_bytes=max(1, self.stitch_cache_mb) << 20)
 
     @property
     def verify_tol(self) -> float:
@@ -527,8 +537,9 @@ class Scanner:
         fmt = slide_format(req.slide_format)
         covered = (grid.covered_min_xy, grid.covered_max_xy)
         self.live = LiveStitcher(
-            fields, req.pixel_size, req.output_dir / fmt.file_name, fmt.name, covered
-        )
+            fields, req.pixel_size, req.output_dir / fmt.file_name, fmt.name, covered,
+            config=req.stitch_config,
+        )  # fmt: skip
         self.live.resume(done.values(), req.output_dir)
         surface = FocusSurface()
         for t in done.values():

@@ -90,7 +90,8 @@ def test_stack_focus_scan_skips_glass_and_lands_in_focus(sim, tmp_path):
 
 def test_cancel_then_resume_redoes_nothing(sim, tmp_path):
     scope, scope_sim = sim
-    req = _edge_request(scope, scope_sim, tmp_path / "scan", focus_method="fixed")
+    req = _edge_request(scope, scope_sim, tmp_path / "scan", focus_method="fixed",
+                        stitch_cache_mb=64)  # fmt: skip
     done: list[int] = []
     scanner = Scanner(
         scope_sim, on_tile=lambda t: done.append(t.index), should_cancel=lambda: len(done) >= 2
@@ -155,7 +156,8 @@ def test_a_slide_stitched_during_a_resumed_scan_equals_one_stitched_from_disk(si
     import tifffile
 
     scope, scope_sim = sim
-    req = _edge_request(scope, scope_sim, tmp_path / "scan", focus_method="fixed")
+    req = _edge_request(scope, scope_sim, tmp_path / "scan", focus_method="fixed",
+                        stitch_cache_mb=64)  # fmt: skip
     done: list[int] = []
     first = Scanner(
         scope_sim, on_tile=lambda t: done.append(t.index), should_cancel=lambda: len(done) >= 3
@@ -167,6 +169,7 @@ def test_a_slide_stitched_during_a_resumed_scan_equals_one_stitched_from_disk(si
     scanner = Scanner(scope_sim)
     machine, tiles, journal = scanner.run(req)
     assert machine.state == "stitching"
+    assert scanner.live._config.cache_bytes == 64 << 20  # the planner's stitch_cache_mb
     out = finish_scan(req, tiles, journal, 1.0, 1.0, live=scanner.live)
     scanner.live.close()
     assert not scanner.live.error and scanner.live.tiles == sum(t.has_tissue for t in tiles)
