@@ -62,7 +62,10 @@ def test_launch_test(ros2_env, name, tmp_path):
     """`launch_test FILE` passes (it prints each test and the nodes' output).
 
     It runs in a session of its own, killed afterwards: a launch that launch_testing had to
-    SIGTERM leaves its nodes running, and they must not load the tests that follow.
+    SIGTERM leaves its nodes running, and they must not load the tests that follow. SIGINT
+    is reset to its default for it: a test run started as a background job (`cmd &` in a
+    script) ignores SIGINT, a Python started so installs no handler, and `ros2 launch`
+    then never hears launch_testing's SIGINT (a clean-clone CI run failed just so).
     """
     proc = subprocess.Popen(
         ["launch_test", str(HERE / name), "--junit-xml", str(tmp_path / "junit.xml")],
@@ -72,6 +75,7 @@ def test_launch_test(ros2_env, name, tmp_path):
         env=ros2_env,
         cwd=tmp_path,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         out, _ = proc.communicate(timeout=1400)
