@@ -11,7 +11,9 @@ any object with the same methods) through the :class:`ScanMachine` states. Per f
    * `deepaf` (the verified loop, default): predict the offset from the preview and move z
      once. A prediction the model itself does not trust (calibrated expected error >
      `max_expected_error`) goes straight to the fallback; one far from the focus surface is
-     re-checked with a preview at its z. The first `bias_fields` verified tiles are
+     re-checked with a preview at its z; before the slide has a verified focus (its first
+     tissue fields) a move larger than the verify tolerance is re-predicted from a preview
+     at its z, up to 3 times (the approach). The first `bias_fields` verified tiles are
      confirmed by a +- 1 DoF search: a model that never saw this stain or microscope can be
      biased, and the re-prediction on the capture shares the bias, so only a measurement
      independent of the model finds it; the median bias then corrects every later
@@ -103,6 +105,7 @@ PREVIEW_MARGIN = 0.92  # a capture below this fraction of its preview's sharpnes
 NEIGHBOUR_MIN_RATIO = 0.3
 PEAK_CONTRAST = 1.15  # a search peak must be this much sharper than the interval's ends
 SEARCH_EXTENSIONS = 2  # times a search whose peak is at an end moves on past it
+APPROACH_STEPS = 3  # previews re-predicting a move made before the slide has a verified focus
 SURVEY_EXTENSIONS = 6  # ... for a focus-map survey point, which has no neighbours to start from
 
 
@@ -715,6 +718,8 @@ class Scanner:
                         f"at its z (re-check {seen})"
                     )
                     return self._fallback(machine, req, ctx, candidates, reason, offset)
+            elif len(surface) == 0 and abs(offset) > req.verify_tol:
+                target = self._approach(req, ctx, target, candidates)
         self._move_z(req, target, ctx)
         machine.focused()
         shot = self._capture(ctx)
@@ -745,6 +750,28 @@ class Scanner:
             verdict = _Check(False, text, check.offset_m)
             shot = max(shot, second, key=lambda s: s.sharpness)
         return self._fallback(machine, req, ctx, candidates, verdict.text, offset, shot)
+
+    def _approach(
+        self, req: ScanRequest, ctx: _FieldContext, target: float, candidates: list[float]
+    ) -> float:
+        """The slide has no verified focus yet (its first tissue fields, the stage where the
+        operator left it): a long move from far out of focus may end anywhere in the model's
+        range, so a preview at each new z predicts again, up to APPROACH_STEPS times, until
+        the move left is within the verify tolerance. Returns the z to capture at."""
+        for _ in range(APPROACH_STEPS):
+            z_t = self._move_z(req, target, ctx)
+            frame = self.scope.preview()
+            self._sim += frame.seconds
+            ctx.images += 1
+            ctx.seconds += frame.seconds
+            check = self._predict(ctx, frame, z_t)
+            if check.status != "ok":
+                return target
+            target = z_t + check.offset_m + self._bias
+            candidates.append(target)
+            if abs(check.offset_m) <= req.verify_tol:
+                break
+        return target
 
     @property
     def _bias(self) -> float:

@@ -98,6 +98,17 @@ class ShortFromAfar(StandIn):
         return 0.5 * true if abs(true) > 4e-6 else true
 
 
+class ShortOnPreviews(StandIn):
+    """Points the right way but only half as far on previews; exact on captures."""
+
+    def predict_focus(self, frame, focus_z):
+        self.on_preview = frame.rgb.shape[0] == self.sim.preview_size[1]
+        return super().predict_focus(frame, focus_z)
+
+    def offset(self, true: float) -> float:
+        return 0.5 * true if self.on_preview else true
+
+
 class Biased(StandIn):
     """Consistently wrong by BIAS everywhere, the capture included (a stain the model never
     saw): its own re-prediction cannot catch it."""
@@ -141,13 +152,23 @@ def test_good_predictor_verifies_every_tile_from_its_capture(predictor, tmp_path
     assert report.tiles_below_quality == 0 and report.to_dict()["tiles_below_quality"] == 0
 
 
-def test_a_short_prediction_gets_a_second_shot_not_a_search(predictor, tmp_path):
+def test_a_short_first_move_is_re_predicted_before_the_capture(predictor, tmp_path):
+    """No verified focus on the slide yet: the first field's long move is checked from a
+    preview at its z (the approach), so no capture is spent on a short one."""
     req, tiles, _ = _scan_with(ShortFromAfar, predictor, tmp_path / "scan", 2, dz=6e-6)
     first = _tissue(tiles)[0]  # starts 6 um off: the first move stops 3 um short
+    assert not first.refocused and first.focus_check.startswith("verified"), first.focus_check
+    assert first.focus_images == 3  # the preview, and two on the approach (3 um, then 0)
+    assert abs(first.true_focus_error_m) <= req.half_dof, first.true_focus_error_m
+
+
+def test_a_short_prediction_gets_a_second_shot_not_a_search(predictor, tmp_path):
+    req, tiles, _ = _scan_with(ShortOnPreviews, predictor, tmp_path / "scan", 2, dz=8e-6)
+    first = _tissue(tiles)[0]  # the approach leaves it 0.5 um short; the capture says so
     assert first.refocused and "second shot" in first.focus_check, first.focus_check
     assert "fallback" not in first.focus_check, first.focus_check
     assert first.focus_quality == "ok"
-    assert first.focus_images == 2  # the preview and the capture the second shot replaced
+    assert first.focus_images == 5  # preview, 3 approach previews, the replaced capture
     assert abs(first.true_focus_error_m) <= req.half_dof, first.true_focus_error_m
 
 
