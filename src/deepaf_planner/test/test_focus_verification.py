@@ -203,6 +203,22 @@ def test_a_biased_model_is_measured_on_the_first_tiles_and_corrected(predictor, 
     ]
 
 
+def test_fields_with_little_tissue_are_no_bias_checks(predictor, tmp_path, monkeypatch):
+    """A sharpness peak on a few specks of tissue measures no bias: such fields are passed
+    over (here: every field, by a threshold above any tissue fraction)."""
+    import deepaf_planner.scanner as scanner
+
+    monkeypatch.setattr(scanner, "BIAS_MIN_TISSUE", 1.01)
+    scope = _scope()
+    sim = SimMicroscope(scope, predictor, capture_size=CAPTURE)
+    req = _request(scope, sim, tmp_path / "scan", 2, 1, dz=0.5e-6, bias_fields=2)
+    run = Scanner(sim, scope.best_focus_z)
+    machine, tiles, _ = run.run(req)
+    assert machine.state == "stitching", machine
+    assert not any("bias check" in t.focus_check for t in tiles)
+    assert run._bias_est.checks == 0 and run._bias == 0.0
+
+
 def test_wrong_direction_predictor_is_caught_and_refocused_or_flagged(predictor, tmp_path):
     req, tiles, _ = _scan_with(WrongWay, predictor, tmp_path / "scan", 2, dz=1.5e-6)
     tissue = _tissue(tiles)
