@@ -706,12 +706,7 @@ class Scanner:
             f = ctx.f
             if len(surface) >= 3 and surface.is_outlier(f.x, f.y, target, req.refocus_tolerance):
                 # far from the surface: re-check with a preview at the predicted z
-                z_t = self._move_z(req, target, ctx)
-                second = self.scope.preview()
-                self._sim += second.seconds
-                check = self._predict(ctx, second, z_t)
-                ctx.images += 1
-                ctx.seconds += second.seconds
+                z_t, check = self._predict_at(req, ctx, target)
                 if check.status != "ok" or abs(check.offset_m) > req.verify_tol:
                     if check.status == "ok":
                         candidates.append(z_t + check.offset_m)
@@ -762,12 +757,7 @@ class Scanner:
         range, so a preview at each new z predicts again, up to APPROACH_STEPS times, until
         the move left is within the verify tolerance. Returns the z to capture at."""
         for _ in range(APPROACH_STEPS):
-            z_t = self._move_z(req, target, ctx)
-            frame = self.scope.preview()
-            self._sim += frame.seconds
-            ctx.images += 1
-            ctx.seconds += frame.seconds
-            check = self._predict(ctx, frame, z_t)
+            z_t, check = self._predict_at(req, ctx, target)
             if check.status != "ok":
                 return target
             target = z_t + check.offset_m + self._bias
@@ -968,6 +958,18 @@ class Scanner:
         ctx.seconds += decision.seconds
         self._sim += decision.seconds
         return decision
+
+    def _predict_at(
+        self, req: ScanRequest, ctx: _FieldContext, z: float
+    ) -> tuple[float, FocusDecision]:
+        """Move to `z`, take a preview and predict from it, all charged to the field's focus
+        cost; returns the z reached and the decision."""
+        z_t = self._move_z(req, z, ctx)
+        frame = self.scope.preview()
+        self._sim += frame.seconds
+        ctx.images += 1
+        ctx.seconds += frame.seconds
+        return z_t, self._predict(ctx, frame, z_t)
 
     def _move_z(self, req: ScanRequest, z: float, ctx: _FieldContext) -> float:
         """Move the focus (clipped to the soft limits), charged to the field's focus time."""

@@ -587,9 +587,10 @@ def fit_stage_map(
     z = nominal[placed, 1] + 1j * nominal[placed, 0]  # (col, row) as complex numbers
     w = solved[placed, 1] + 1j * solved[placed, 0]
     z0 = z.mean()
-    if float(np.vdot(z - z0, z - z0).real) <= 0:
+    zc = z - z0
+    if float(np.vdot(zc, zc).real) <= 0:
         return None
-    cols, axes = [z - z0, np.ones(len(z), complex)], []
+    cols, axes = [zc, np.ones(len(z), complex)], []
     if signs is not None:
         s = np.asarray(signs, float)[placed]
         for ax in range(2):

@@ -100,7 +100,7 @@ class StreamingSolver:
         stage map fitted so far (the raw stage positions before there is one)."""
         k = [self._rank[i] for i in indices]
         if self.stage_map is None:
-            return self._nominal[k].copy()
+            return self._nominal[k]  # a copy (indexed by a list)
         return self.stage_map.apply(self._nominal[k], self._signs[k])
 
     def add(self, index: int, matches: Sequence[Match] = ()) -> list[int]:
